@@ -1,0 +1,14 @@
+"""nblstm: Long Short-Term Memory networks with Numba-compiled kernels and hand-written BPTT.
+
+Public names are re-exported here explicitly; see README.md for a tour. ``nblstm.testing`` (hypothesis
+strategies) is imported on its own, since hypothesis is only a test dependency.
+"""
+from . import reference
+from ._grad import is_grad_enabled, no_grad
+from ._lstm import LSTM, LSTMCell
+from .gradcheck import GradcheckError, GradcheckResult, gradcheck
+
+__version__ = "0.1.0"
+
+__all__ = ["LSTM", "LSTMCell", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckResult",
+           "GradcheckError", "reference", "__version__"]

@@ -1,0 +1,44 @@
+"""Argument checks shared by the objects. Every error names the argument, what was expected and what was given."""
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_dtype(dtype, name="dtype"):
+    """np.float32 or np.float64 (any spelling numpy accepts) -> np.dtype; anything else raises TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected np.float32 or np.float64, got {dtype!r}")
+    return dt
+
+
+def positive_int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def choice(value, name, options):
+    if value not in options:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}")
+    return value
+
+
+def as_array(a, name, dtype, shape, axes=None):
+    """a as a C-contiguous array of `dtype` with the given shape (None in `shape` matches any size >= 1),
+    its axes permuted by `axes` (np.transpose's argument) when given.
+
+    Real input (bool, int, float of any width) is converted to `dtype`, copying when needed; non-contiguous
+    input is copied. Complex, string, object and other non-real input raises TypeError; a wrong number of
+    dimensions or a wrong size raises ValueError.
+    """
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a real-valued array (converted to {dtype}), got dtype {arr.dtype}")
+    if arr.ndim != len(shape) or any(n == 0 or s not in (None, n) for s, n in zip(shape, arr.shape)):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+        raise ValueError(f"{name}: expected shape {want} (* any size >= 1), got {arr.shape}")
+    return np.ascontiguousarray(arr if axes is None else arr.transpose(axes), dtype=dtype)

@@ -53,7 +53,8 @@ def cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, activation="tanh"):
 def cell_backward(dh_next, dc_next, cache):
     """Backward of one step: dL/dh_next, dL/dc_next (B, H) -> dx, dh, dc and the parameter gradients.
 
-    Returns a dict with keys x, h, c, w_ih, w_hh, b_ih, b_hh.
+    Returns a dict with keys x, h, c, w_ih, w_hh, b_ih, b_hh, and a: the gradient of the (B, 4H)
+    gate pre-activations.
     """
     x, h, c, w_ih, w_hh, i, f, g, o, tc, activation = cache
     do = dh_next * tc
@@ -66,7 +67,7 @@ def cell_backward(dh_next, dc_next, cache):
                          dg * (1 - g**2),
                          do * o * (1 - o)], axis=1)   # (B, 4H)
     db = da.sum(axis=0)
-    return {"x": da @ w_ih, "h": da @ w_hh, "c": dc_t * f,
+    return {"a": da, "x": da @ w_ih, "h": da @ w_hh, "c": dc_t * f,
             "w_ih": da.T @ x, "w_hh": da.T @ h, "b_ih": db, "b_hh": db.copy()}
 
 

@@ -7,7 +7,7 @@
 import numba
 import numpy as np
 
-from . import _math
+from . import _math, refresh_cache_on_change
 
 _jit = numba.njit(cache=True)
 _unit_forward = _math.unit_forward
@@ -95,3 +95,6 @@ def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dG, dy, dh_n, dc_n, x, h0, c0,
     for r in range(T * B):
         for k in range(4 * H):
             db[k] += dG2[r, k]
+
+
+refresh_cache_on_change([cell_forward, cell_backward, lstm_forward, lstm_backward], [_math.__file__])

@@ -1,0 +1,68 @@
+"""Analytic gradients against central finite differences in float64, and gradcheck's own behaviour."""
+import numpy as np
+import pytest
+from hypothesis import given
+
+import nblstm
+from nblstm import testing
+
+GRAD_TOL = 1e-6     # relative error bound of the issue; measured errors are ~1e-9 (see README)
+
+
+@given(testing.lstm_configs(dtypes=[np.float64], max_size=5), testing.lstm_shapes(4, 3, 1, 1), testing.seeds())
+def test_lstm_gradients_match_finite_differences(config, shape, seed):
+    T, B = shape[:2]
+    lstm = nblstm.LSTM(**config)
+    x = testing.random_array((T, B, config["input_size"]), np.float64, seed)
+    errors = nblstm.gradcheck(lstm, x, seed=seed, tol=GRAD_TOL)
+    expected = {"x", "h0", "c0", "weight_ih_l0", "weight_hh_l0"} | ({"bias_ih_l0", "bias_hh_l0"} if config["bias"] else set())
+    assert set(errors) == expected
+
+
+@given(testing.lstm_configs(dtypes=[np.float64], max_size=5), testing.sizes(max_value=3), testing.seeds())
+def test_lstm_cell_gradients_match_finite_differences(config, B, seed):
+    cell = nblstm.LSTMCell(**config)
+    x = testing.random_array((B, config["input_size"]), np.float64, seed)
+    errors = nblstm.gradcheck(cell, x, seed=seed, tol=GRAD_TOL)
+    assert {"x", "h0", "c0", "weight_ih", "weight_hh"} <= set(errors)
+
+
+def test_batch_first_gradients():
+    lstm = nblstm.LSTM(2, 3, batch_first=True, dtype=np.float64, seed=0, forget_bias=1.0)
+    errors = nblstm.gradcheck(lstm, testing.random_array((2, 5, 2), np.float64, 1), tol=GRAD_TOL)
+    assert max(errors.values()) < GRAD_TOL
+
+
+class _WrongGradient(nblstm.LSTM):
+    """An LSTM whose backward is off in one element of dL/dW_hh: gradcheck must say which tensor and where."""
+
+    def backward(self, dy, state_grad=None):
+        out = super().backward(dy, state_grad)
+        self.grads["weight_hh_l0"][5, 2] += 1e-3
+        return out
+
+
+def test_gradcheck_names_the_wrong_tensor_and_element():
+    model = _WrongGradient(3, 4, dtype=np.float64, seed=0)
+    x = testing.random_array((4, 2, 3), np.float64, 0)
+    errors = nblstm.gradcheck(model, x)
+    assert errors["weight_hh_l0"] > 1e-4
+    assert errors.where["weight_hh_l0"][0] == (5, 2)
+    assert max(v for k, v in errors.items() if k != "weight_hh_l0") < GRAD_TOL
+    with pytest.raises(nblstm.GradcheckError, match=r"weight_hh_l0 relative error .* at index \(5, 2\)"):
+        nblstm.gradcheck(model, x, tol=GRAD_TOL)
+    assert "weight_hh_l0" in str(errors)
+
+
+def test_gradcheck_restores_grads_and_parameters():
+    lstm = nblstm.LSTM(2, 3, dtype=np.float64, seed=0)
+    lstm.grads["weight_ih_l0"][...] = 7.0
+    before = lstm.state_dict()
+    nblstm.gradcheck(lstm, testing.random_array((3, 1, 2), np.float64, 0))
+    assert (lstm.grads["weight_ih_l0"] == 7.0).all()
+    assert all(np.array_equal(v, lstm.state_dict()[k]) for k, v in before.items())
+
+
+def test_gradcheck_needs_float64():
+    with pytest.raises(TypeError, match="model: gradcheck needs a float64 model"):
+        nblstm.gradcheck(nblstm.LSTM(2, 3), np.zeros((2, 1, 2)))

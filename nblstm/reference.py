@@ -17,7 +17,8 @@ One step of the cell (sigma is the logistic function, * is elementwise)::
 """
 import numpy as np
 
-__all__ = ["sigmoid", "cell_forward", "cell_backward", "lstm_forward", "lstm_backward"]
+__all__ = ["sigmoid", "cell_forward", "cell_backward", "lstm_forward", "lstm_backward", "rnn_forward",
+           "rnn_backward"]
 
 
 def sigmoid(x):
@@ -35,54 +36,86 @@ def _act_grad(tc, activation):
     return 1 - tc**2 if activation == "tanh" else (tc > 0).astype(tc.dtype)
 
 
-def cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, activation="tanh"):
-    """One step. x (B, I), h and c (B, H) -> h_next, c_next (B, H) and the cache backward needs."""
-    H = h.shape[1]
+def cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, activation="tanh", peephole=None, w_hr=None):
+    """One step. x (B, I), h (B, P) and c (B, H) -> h_next (B, P), c_next (B, H) and the cache backward needs.
+
+    P = H unless ``w_hr`` (P, H) projects the hidden state (LSTMP, Sak et al. 2014): h_t = W_hr (o_t * act(c_t)).
+    ``peephole`` = (w_ci, w_cf, w_co), each (H,): the gates also see the cell (Gers & Schmidhuber 2000),
+    i_t and f_t through w_ci * c_{t-1} and w_cf * c_{t-1}, o_t through w_co * c_t.
+    """
+    H = c.shape[1]
     a = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh        # (B, 4H) pre-activations
-    i = sigmoid(a[:, 0 * H:1 * H])
-    f = sigmoid(a[:, 1 * H:2 * H])
-    g = np.tanh(a[:, 2 * H:3 * H])
-    o = sigmoid(a[:, 3 * H:4 * H])
+    ai, af, ag, ao = (a[:, k * H:(k + 1) * H] for k in range(4))
+    if peephole is not None:
+        ai, af = ai + peephole[0] * c, af + peephole[1] * c
+    i = sigmoid(ai)
+    f = sigmoid(af)
+    g = np.tanh(ag)
     c_next = f * c + i * g
+    if peephole is not None:
+        ao = ao + peephole[2] * c_next
+    o = sigmoid(ao)
     tc = _act(c_next, activation)
-    h_next = o * tc
-    cache = (x, h, c, w_ih, w_hh, i, f, g, o, tc, activation)
+    m = o * tc
+    h_next = m if w_hr is None else m @ w_hr.T
+    cache = (x, h, c, w_ih, w_hh, i, f, g, o, tc, activation, peephole, w_hr, c_next, m)
     return h_next, c_next, cache
 
 
 def cell_backward(dh_next, dc_next, cache):
-    """Backward of one step: dL/dh_next, dL/dc_next (B, H) -> dx, dh, dc and the parameter gradients.
+    """Backward of one step: dL/dh_next, dL/dc_next -> dx, dh, dc and the parameter gradients.
 
-    Returns a dict with keys x, h, c, w_ih, w_hh, b_ih, b_hh, and a: the gradient of the (B, 4H)
-    gate pre-activations.
+    Returns a dict with keys x, h, c, w_ih, w_hh, b_ih, b_hh (and w_ci, w_cf, w_co with peepholes, w_hr
+    with a projection), and a: the gradient of the (B, 4H) gate pre-activations.
     """
-    x, h, c, w_ih, w_hh, i, f, g, o, tc, activation = cache
-    do = dh_next * tc
-    dc_t = dc_next + dh_next * o * _act_grad(tc, activation)
-    di = dc_t * g
-    df = dc_t * c
-    dg = dc_t * i
-    da = np.concatenate([di * i * (1 - i),            # through the sigmoids and tanh
-                         df * f * (1 - f),
-                         dg * (1 - g**2),
-                         do * o * (1 - o)], axis=1)   # (B, 4H)
+    x, h, c, w_ih, w_hh, i, f, g, o, tc, activation, peephole, w_hr, c_next, m = cache
+    grads = {}
+    dm = dh_next
+    if w_hr is not None:
+        dm = dh_next @ w_hr
+        grads["w_hr"] = dh_next.T @ m
+    dao = dm * tc * o * (1 - o)
+    dc_t = dc_next + dm * o * _act_grad(tc, activation)
+    if peephole is not None:
+        dc_t = dc_t + peephole[2] * dao
+    dai = dc_t * g * i * (1 - i)                       # through the sigmoids and tanh
+    daf = dc_t * c * f * (1 - f)
+    dag = dc_t * i * (1 - g**2)
+    da = np.concatenate([dai, daf, dag, dao], axis=1)  # (B, 4H)
+    dc = dc_t * f
+    if peephole is not None:
+        dc = dc + peephole[0] * dai + peephole[1] * daf
+        grads.update(w_ci=(dai * c).sum(0), w_cf=(daf * c).sum(0), w_co=(dao * c_next).sum(0))
     db = da.sum(axis=0)
-    return {"a": da, "x": da @ w_ih, "h": da @ w_hh, "c": dc_t * f,
-            "w_ih": da.T @ x, "w_hh": da.T @ h, "b_ih": db, "b_hh": db.copy()}
+    grads.update({"a": da, "x": da @ w_ih, "h": da @ w_hh, "c": dc,
+                  "w_ih": da.T @ x, "w_hh": da.T @ h, "b_ih": db, "b_hh": db.copy()})
+    return grads
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, activation="tanh"):
-    """One layer over a sequence. x (T, B, I), h0 and c0 (B, H) -> y (T, B, H), h_T, c_T, caches."""
+def _valid(t, lengths, x):
+    """(B, 1) mask, 1 for the sequences still running at step t (all of them without lengths), in x's dtype."""
+    B = x.shape[1]
+    return np.ones((B, 1), x.dtype) if lengths is None else (t < np.asarray(lengths))[:, None].astype(x.dtype)
+
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, activation="tanh", peephole=None, w_hr=None, lengths=None):
+    """One layer over a sequence. x (T, B, I), h0 (B, P), c0 (B, H) -> y (T, B, P), h_T, c_T, caches.
+
+    With ``lengths`` (B,), sequence b stops after lengths[b] steps: from then on its state is frozen and
+    its y is zero, so h_T, c_T are the states at each sequence's last valid step.
+    """
     h, c, ys, caches = h0, c0, [], []
     for t in range(x.shape[0]):
-        h, c, cache = cell_forward(x[t], h, c, w_ih, w_hh, b_ih, b_hh, activation)
-        ys.append(h)
-        caches.append(cache)
+        h_new, c_new, cache = cell_forward(x[t], h, c, w_ih, w_hh, b_ih, b_hh, activation, peephole, w_hr)
+        v = _valid(t, lengths, x)
+        h, c = v * h_new + (1 - v) * h, v * c_new + (1 - v) * c
+        ys.append(v * h_new)
+        caches.append((cache, v))
     return np.stack(ys), h, c, caches
 
 
 def lstm_backward(dy, dh_n, dc_n, caches):
-    """Backpropagation through time. dy (T, B, H), dh_n and dc_n (B, H) -> dict as cell_backward.
+    """Backpropagation through time. dy (T, B, P), dh_n, dc_n -> dict as cell_backward.
 
     ``grads["x"]`` is (T, B, I); ``h`` and ``c`` are the gradients of h0 and c0.
     """
@@ -90,9 +123,43 @@ def lstm_backward(dy, dh_n, dc_n, caches):
     dxs = [None] * len(caches)
     grads = {}
     for t in reversed(range(len(caches))):
-        step = cell_backward(dy[t] + dh, dc, caches[t])
-        dh, dc, dxs[t] = step["h"], step["c"], step["x"]
-        for k in ("w_ih", "w_hh", "b_ih", "b_hh"):
-            grads[k] = grads.get(k, 0) + step[k]
+        cache, v = caches[t]
+        step = cell_backward(v * (dy[t] + dh), v * dc, cache)
+        dh, dc, dxs[t] = step["h"] + (1 - v) * dh, step["c"] + (1 - v) * dc, step["x"]
+        for k, g in step.items():
+            if k not in ("a", "x", "h", "c"):
+                grads[k] = grads.get(k, 0) + g
     grads.update(x=np.stack(dxs), h=dh, c=dc)
+    return grads
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", lengths=None):
+    """Vanilla (Elman) RNN, torch.nn.RNN: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) (or relu).
+
+    x (T, B, I), h0 (B, H), weights (H, I), (H, H), (H,) -> y (T, B, H), h_T, caches. ``lengths`` as lstm_forward.
+    """
+    h, ys, caches = h0, [], []
+    for t in range(x.shape[0]):
+        a = x[t] @ w_ih.T + b_ih + h @ w_hh.T + b_hh
+        h_new = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
+        v = _valid(t, lengths, x)
+        caches.append((x[t], h, h_new, v))
+        h = v * h_new + (1 - v) * h
+        ys.append(v * h_new)
+    return np.stack(ys), h, (caches, w_ih, w_hh, nonlinearity)
+
+
+def rnn_backward(dy, dh_n, caches):
+    """BPTT of rnn_forward: dy (T, B, H), dh_n (B, H) -> dict with x, h, w_ih, w_hh, b_ih, b_hh."""
+    caches, w_ih, w_hh, nonlinearity = caches
+    dh, dxs, grads = dh_n, [None] * len(caches), {}
+    for t in reversed(range(len(caches))):
+        x, h, h_new, v = caches[t]
+        dout = v * (dy[t] + dh)
+        da = dout * (1 - h_new**2 if nonlinearity == "tanh" else (h_new > 0).astype(h_new.dtype))
+        for k, g in (("w_ih", da.T @ x), ("w_hh", da.T @ h), ("b_ih", da.sum(0)), ("b_hh", da.sum(0))):
+            grads[k] = grads.get(k, 0) + g
+        dxs[t] = da @ w_ih
+        dh = da @ w_hh + (1 - v) * dh
+    grads.update(x=np.stack(dxs), h=dh)
     return grads

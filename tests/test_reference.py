@@ -1,0 +1,106 @@
+"""The oracle itself: its backward against central finite differences, and its forward against torch."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nblstm import reference as R
+from nblstm import testing
+
+
+def _numeric_grad(f, arr, eps=1e-6):
+    g = np.empty_like(arr)
+    for idx in np.ndindex(arr.shape):
+        orig = arr[idx]
+        arr[idx] = orig + eps
+        plus = f()
+        arr[idx] = orig - eps
+        minus = f()
+        arr[idx] = orig
+        g[idx] = (plus - minus) / (2 * eps)
+    return g
+
+
+def _assert_grads(analytic, tensors, loss):
+    for name, arr in tensors.items():
+        num = _numeric_grad(loss, arr)
+        scale = max(np.abs(num).max(), 1e-12)
+        assert np.abs(analytic[name] - num).max() / scale < 1e-6, name
+
+
+@given(testing.lstm_shapes(4, 3, 3, 3), st.booleans(), st.booleans(), st.booleans(), testing.activations(),
+       testing.seeds(), st.data())
+def test_reference_lstm_backward_matches_finite_differences(shape, peephole, project, use_lengths, activation,
+                                                            seed, data):
+    T, B, I, H = shape
+    P = data.draw(st.integers(1, H)) if project else H
+    r = lambda s, k: testing.random_array(s, np.float64, seed + k)
+    t = dict(x=r((T, B, I), 0), h=r((B, P), 1), c=r((B, H), 2), w_ih=r((4 * H, I), 3), w_hh=r((4 * H, P), 4),
+             b_ih=r((4 * H,), 5), b_hh=r((4 * H,), 6))
+    if peephole:
+        t.update(w_ci=r((H,), 7), w_cf=r((H,), 8), w_co=r((H,), 9))
+    if project:
+        t["w_hr"] = r((P, H), 10)
+    lengths = data.draw(st.lists(st.integers(0, T), min_size=B, max_size=B)) if use_lengths else None
+    wy, wh, wc = r((T, B, P), 11), r((B, P), 12), r((B, H), 13)
+
+    def run():
+        return R.lstm_forward(t["x"], t["h"], t["c"], t["w_ih"], t["w_hh"], t["b_ih"], t["b_hh"], activation,
+                              (t["w_ci"], t["w_cf"], t["w_co"]) if peephole else None, t.get("w_hr"), lengths)
+
+    def loss():
+        y, h, c, _ = run()
+        return (wy * y).sum() + (wh * h).sum() + (wc * c).sum()
+
+    y, h, c, caches = run()
+    if lengths is not None:
+        for b, n in enumerate(lengths):
+            assert not y[n:, b].any()
+    _assert_grads(R.lstm_backward(wy, wh, wc, caches), t, loss)
+
+
+@given(testing.lstm_shapes(4, 3, 3, 3), st.sampled_from(["tanh", "relu"]), st.booleans(), testing.seeds(), st.data())
+def test_reference_rnn_backward_matches_finite_differences(shape, nonlinearity, use_lengths, seed, data):
+    T, B, I, H = shape
+    r = lambda s, k: testing.random_array(s, np.float64, seed + k)
+    t = dict(x=r((T, B, I), 0), h=r((B, H), 1), w_ih=r((H, I), 3), w_hh=r((H, H), 4), b_ih=r((H,), 5),
+             b_hh=r((H,), 6))
+    lengths = data.draw(st.lists(st.integers(0, T), min_size=B, max_size=B)) if use_lengths else None
+    wy, wh = r((T, B, H), 11), r((B, H), 12)
+
+    def loss():
+        y, h, _ = R.rnn_forward(t["x"], t["h"], t["w_ih"], t["w_hh"], t["b_ih"], t["b_hh"], nonlinearity, lengths)
+        return (wy * y).sum() + (wh * h).sum()
+
+    _, _, caches = R.rnn_forward(t["x"], t["h"], t["w_ih"], t["w_hh"], t["b_ih"], t["b_hh"], nonlinearity, lengths)
+    _assert_grads(R.rnn_backward(wy, wh, caches), t, loss)
+
+
+def test_reference_matches_torch_projection_and_packed_lengths():
+    torch = pytest.importorskip("torch")
+    T, B, I, H, P = 6, 4, 3, 5, 2
+    lengths = [6, 2, 4, 1]
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(I, H, proj_size=P, dtype=torch.float64)
+    w = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+    x = testing.random_array((T, B, I), np.float64, 0)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.tensor(x), lengths, enforce_sorted=False)
+    ty, (th, tc) = ref(packed)
+    ty, _ = torch.nn.utils.rnn.pad_packed_sequence(ty, total_length=T)
+    y, h, c, _ = R.lstm_forward(x, np.zeros((B, P)), np.zeros((B, H)), w["weight_ih_l0"], w["weight_hh_l0"],
+                                w["bias_ih_l0"], w["bias_hh_l0"], w_hr=w["weight_hr_l0"], lengths=lengths)
+    testing.assert_close(y, ty.detach().numpy(), np.float64, "y")
+    testing.assert_close(h, th[0].detach().numpy(), np.float64, "h_n")
+    testing.assert_close(c, tc[0].detach().numpy(), np.float64, "c_n")
+
+
+def test_reference_rnn_matches_torch():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    ref = torch.nn.RNN(3, 4, dtype=torch.float64)
+    w = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+    x, h0 = testing.random_array((5, 2, 3), np.float64, 0), testing.random_array((2, 4), np.float64, 1)
+    ty, th = ref(torch.tensor(x), torch.tensor(h0[None]))
+    y, h, _ = R.rnn_forward(x, h0, w["weight_ih_l0"], w["weight_hh_l0"], w["bias_ih_l0"], w["bias_hh_l0"])
+    testing.assert_close(y, ty.detach().numpy(), np.float64, "y")
+    testing.assert_close(h, th[0].detach().numpy(), np.float64, "h_n")

@@ -18,7 +18,7 @@ One step of the cell (sigma is the logistic function, * is elementwise)::
 import numpy as np
 
 __all__ = ["sigmoid", "cell_forward", "cell_backward", "lstm_forward", "lstm_backward", "rnn_forward",
-           "rnn_backward"]
+           "rnn_backward", "reverse_padded", "stacked_lstm_forward", "stacked_lstm_backward"]
 
 
 def sigmoid(x):
@@ -162,4 +162,75 @@ def rnn_backward(dy, dh_n, caches):
         dxs[t] = da @ w_ih
         dh = da @ w_hh + (1 - v) * dh
     grads.update(x=np.stack(dxs), h=dh)
+    return grads
+
+
+def reverse_padded(x, lengths=None):
+    """Reverse each sequence of x (T, B, ...) within its own length; steps past a sequence's end stay put."""
+    if lengths is None:
+        return x[::-1].copy()
+    out = x.copy()
+    for b, n in enumerate(lengths):
+        out[:n, b] = x[:n, b][::-1]
+    return out
+
+
+def stacked_lstm_forward(x, h0, c0, params, num_layers=1, bidirectional=False, activation="tanh", lengths=None,
+                         dropout_masks=None):
+    """torch.nn.LSTM's stacked and bidirectional composition of lstm_forward.
+
+    params: torch's state_dict names (``weight_ih_l{k}[_reverse]``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+    ``bias_hh_l{k}``, ``weight_hr_l{k}``, and for peepholes ``weight_ci_l{k}``, ``weight_cf_l{k}``,
+    ``weight_co_l{k}``). h0 (L*D, B, P), c0 (L*D, B, H), D = 2 if bidirectional else 1, index l*D + d.
+    The reverse direction reads each sequence backwards from its own end. Layer l > 0 reads the
+    concatenated outputs of layer l - 1 (forward, then reverse) times ``dropout_masks[l - 1]`` (T, B, D*P).
+    -> y (T, B, D*P), h_n, c_n (L*D, B, .), caches.
+    """
+    D = 2 if bidirectional else 1
+    inp, hs, cs, caches = x, [], [], []
+    for layer in range(num_layers):
+        if layer > 0 and dropout_masks is not None:
+            inp = inp * dropout_masks[layer - 1]
+        outs = []
+        for d in range(D):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            peep = tuple(params[f"weight_c{k}{sfx}"] for k in "ifo") if f"weight_ci{sfx}" in params else None
+            zero = np.zeros(params[f"weight_ih{sfx}"].shape[0], x.dtype)
+            xin = reverse_padded(inp, lengths) if d else inp
+            y, h, c, cache = lstm_forward(xin, h0[layer * D + d], c0[layer * D + d], params[f"weight_ih{sfx}"],
+                                          params[f"weight_hh{sfx}"], params.get(f"bias_ih{sfx}", zero),
+                                          params.get(f"bias_hh{sfx}", zero), activation, peep,
+                                          params.get(f"weight_hr{sfx}"), lengths)
+            outs.append(reverse_padded(y, lengths) if d else y)
+            hs.append(h)
+            cs.append(c)
+            caches.append((sfx, cache, peep is not None, f"bias_ih{sfx}" in params))
+        inp = np.concatenate(outs, axis=2)
+    return inp, np.stack(hs), np.stack(cs), (caches, num_layers, D, lengths, dropout_masks)
+
+
+def stacked_lstm_backward(dy, dh_n, dc_n, caches):
+    """Backward of stacked_lstm_forward -> dict: "x", "h0", "c0" and a gradient for every parameter name."""
+    caches, num_layers, D, lengths, dropout_masks = caches
+    grads, dh0, dc0 = {}, [None] * (num_layers * D), [None] * (num_layers * D)
+    dout = dy
+    for layer in reversed(range(num_layers)):
+        P = dout.shape[2] // D
+        dinp = 0
+        for d in range(D):
+            sfx, cache, peep, bias = caches[layer * D + d]
+            dyd = dout[:, :, d * P:(d + 1) * P]
+            g = lstm_backward(reverse_padded(dyd, lengths) if d else dyd, dh_n[layer * D + d],
+                              dc_n[layer * D + d], cache)
+            dinp = dinp + (reverse_padded(g["x"], lengths) if d else g["x"])
+            dh0[layer * D + d], dc0[layer * D + d] = g["h"], g["c"]
+            names = {"w_ih": "weight_ih", "w_hh": "weight_hh", "w_hr": "weight_hr", "w_ci": "weight_ci",
+                     "w_cf": "weight_cf", "w_co": "weight_co"}
+            if bias:
+                names.update(b_ih="bias_ih", b_hh="bias_hh")
+            grads.update({names[k] + sfx: v for k, v in g.items() if k in names})
+        if layer > 0 and dropout_masks is not None:
+            dinp = dinp * dropout_masks[layer - 1]
+        dout = dinp
+    grads.update(x=dout, h0=np.stack(dh0), c0=np.stack(dc0))
     return grads

@@ -104,3 +104,65 @@ def test_reference_rnn_matches_torch():
     y, h, _ = R.rnn_forward(x, h0, w["weight_ih_l0"], w["weight_hh_l0"], w["bias_ih_l0"], w["bias_hh_l0"])
     testing.assert_close(y, ty.detach().numpy(), np.float64, "y")
     testing.assert_close(h, th[0].detach().numpy(), np.float64, "h_n")
+
+
+def _torch_lstm(torch, I, H, L, bidirectional, P, bias=True):
+    torch.manual_seed(0)
+    return torch.nn.LSTM(I, H, num_layers=L, bidirectional=bidirectional, proj_size=P, bias=bias,
+                         dtype=torch.float64)
+
+
+@pytest.mark.parametrize("L,bidirectional,P,use_lengths", [(1, True, 0, False), (2, False, 0, True),
+                                                           (2, True, 2, True), (3, True, 0, True)])
+def test_reference_stacked_matches_torch(L, bidirectional, P, use_lengths):
+    """Forward and every gradient of the stacked / bidirectional / projected oracle against torch."""
+    torch = pytest.importorskip("torch")
+    T, B, I, H = 5, 3, 3, 4
+    D, Pout = (2 if bidirectional else 1), (P or H)
+    lengths = [5, 2, 3] if use_lengths else None
+    ref = _torch_lstm(torch, I, H, L, bidirectional, P)
+    params = {k: v.detach().numpy().copy() for k, v in ref.state_dict().items()}
+    x = testing.random_array((T, B, I), np.float64, 0)
+    h0, c0 = testing.random_array((L * D, B, Pout), np.float64, 1), testing.random_array((L * D, B, H), np.float64, 2)
+    tx, th0, tc0 = (torch.tensor(a, requires_grad=True) for a in (x, h0, c0))
+    if lengths:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(tx, lengths, enforce_sorted=False)
+        ty, (th, tc) = ref(packed, (th0, tc0))
+        ty, _ = torch.nn.utils.rnn.pad_packed_sequence(ty, total_length=T)
+    else:
+        ty, (th, tc) = ref(tx, (th0, tc0))
+    y, h, c, caches = R.stacked_lstm_forward(x, h0, c0, params, L, bidirectional, lengths=lengths)
+    for name, a, b in (("y", y, ty), ("h_n", h, th), ("c_n", c, tc)):
+        testing.assert_close(a, b.detach().numpy(), np.float64, name)
+    wy, wh, wc = (testing.random_array(a.shape, np.float64, 3 + k) for k, a in enumerate((y, h, c)))
+    torch.autograd.backward([ty, th, tc], [torch.tensor(wy), torch.tensor(wh), torch.tensor(wc)])
+    g = R.stacked_lstm_backward(wy, wh, wc, caches)
+    for name, a, b in (("x", g["x"], tx), ("h0", g["h0"], th0), ("c0", g["c0"], tc0)):
+        testing.assert_close(a, b.grad.numpy(), np.float64, name)
+    for name, p in ref.named_parameters():
+        testing.assert_close(g[name], p.grad.numpy(), np.float64, name)
+
+
+def test_reference_stacked_peephole_dropout_matches_finite_differences():
+    T, B, I, H, L = 4, 2, 3, 3, 2
+    rng = np.random.default_rng(0)
+    params = {}
+    for layer in range(L):
+        for sfx in (f"_l{layer}", f"_l{layer}_reverse"):
+            In = I if layer == 0 else 2 * H
+            params.update({f"weight_ih{sfx}": rng.uniform(-1, 1, (4 * H, In)), f"weight_hh{sfx}": rng.uniform(-1, 1, (4 * H, H)),
+                           f"bias_ih{sfx}": rng.uniform(-1, 1, 4 * H), f"bias_hh{sfx}": rng.uniform(-1, 1, 4 * H),
+                           f"weight_ci{sfx}": rng.uniform(-1, 1, H), f"weight_cf{sfx}": rng.uniform(-1, 1, H),
+                           f"weight_co{sfx}": rng.uniform(-1, 1, H)})
+    x, h0, c0 = rng.uniform(-1, 1, (T, B, I)), rng.uniform(-1, 1, (2 * L, B, H)), rng.uniform(-1, 1, (2 * L, B, H))
+    masks = [(rng.random((T, B, 2 * H)) > 0.3) / 0.7]
+    lengths = [4, 2]
+    wy, wh, wc = rng.standard_normal((T, B, 2 * H)), rng.standard_normal((2 * L, B, H)), rng.standard_normal((2 * L, B, H))
+
+    def loss():
+        y, h, c, _ = R.stacked_lstm_forward(x, h0, c0, params, L, True, lengths=lengths, dropout_masks=masks)
+        return (wy * y).sum() + (wh * h).sum() + (wc * c).sum()
+
+    _, _, _, caches = R.stacked_lstm_forward(x, h0, c0, params, L, True, lengths=lengths, dropout_masks=masks)
+    g = R.stacked_lstm_backward(wy, wh, wc, caches)
+    _assert_grads(g, {"x": x, "h0": h0, "c0": c0, **params}, loss)

@@ -27,7 +27,7 @@ class _LSTMBase(Module):
 
     _suffix = ""
 
-    def __init__(self, input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation):
+    def __init__(self, input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation, device):
         self.input_size = _checks.positive_int(input_size, "input_size")
         self.hidden_size = _checks.positive_int(hidden_size, "hidden_size")
         self.bias = bool(bias)
@@ -45,27 +45,44 @@ class _LSTMBase(Module):
         self._init_params(shapes, np.random.default_rng(seed), 1.0 / math.sqrt(H))
         if self.bias:
             self._params[f"bias_ih{s}"][H:2 * H] += self.dtype.type(self.forget_bias)
-        self._kernels = backends.kernels("cpu")
+        if not isinstance(device, str) or device not in backends.TARGETS:
+            raise ValueError(f"device: expected one of {', '.join(map(repr, backends.TARGETS))}, got {device!r}")
         self._tape = None
+        self.to(device)
+
+    def _empty(self, *shape):
+        return backends.empty(self.device, shape, self.dtype)
 
     def _bias(self):
         s = self._suffix
         if not self.bias:
-            return np.zeros(4 * self.hidden_size, self.dtype)
-        return self._params[f"bias_ih{s}"] + self._params[f"bias_hh{s}"]
+            return backends.zeros(self.device, (4 * self.hidden_size,), self.dtype)
+        b = backends.copy(self._params[f"bias_ih{s}"])
+        backends.add_into(b, self._params[f"bias_hh{s}"])
+        return b
 
     def _forward(self, x, h0, c0):
-        """x (T, B, I), h0, c0 (B, H), checked -> y (T, B, H), h_n, c_n (B, H); keeps the tape unless no_grad()."""
+        """x (T, B, I), h0, c0 (B, H), checked, on self.device -> y (T, B, H), h_n, c_n (B, H) on self.device;
+        keeps the tape unless no_grad()."""
         T, B, _ = x.shape
-        H, dt, p, s = self.hidden_size, self.dtype, self._params, self._suffix
+        H, p, s = self.hidden_size, self._params, self._suffix
         keep = is_grad_enabled()
-        y, h_n, c_n = np.empty((T, B, H), dt), np.empty((B, H), dt), np.empty((B, H), dt)
-        G = np.empty((T, B, 4 * H), dt)
-        C, TC = np.empty((T if keep else 1, B, H), dt), np.empty((T if keep else 1, B, H), dt)
-        self._kernels.lstm_forward(y, h_n, c_n, G, C, TC, np.empty((B, 4 * H), dt), x, h0, c0,
+        y, h_n, c_n, G = self._empty(T, B, H), self._empty(B, H), self._empty(B, H), self._empty(T, B, 4 * H)
+        C, TC = self._empty(T if keep else 1, B, H), self._empty(T if keep else 1, B, H)
+        self._kernels.lstm_forward(y, h_n, c_n, G, C, TC, self._empty(B, 4 * H), x, h0, c0,
                                    p[f"weight_ih{s}"], p[f"weight_hh{s}"], self._bias(), self._act)
         self._tape = (x, h0, c0, G, C, TC, y) if keep else None
-        return (y.copy() if keep else y), h_n, c_n     # the tape keeps its own y: user edits can't corrupt backward
+        # the tape keeps its own y: user edits can't corrupt backward
+        return (backends.copy(y) if keep else y), h_n, c_n
+
+    def _as(self, a, name, shape, axes=None):
+        """An argument checked and converted (see nblstm._checks.as_array), on self.device."""
+        return backends.as_array(self.device, a, name, self.dtype, shape, axes)
+
+    def _host(self, a, like):
+        """A result as the caller wants it: on the device when `like` (the caller's input) is a device array,
+        else a NumPy array."""
+        return a if backends.is_device_array(like) else backends.to_host(a)
 
     def _check_tape(self):
         if self._tape is None:
@@ -76,23 +93,23 @@ class _LSTMBase(Module):
         """dy (T, B, H), dh_n, dc_n (B, H), checked -> dx (T, B, I), dh0, dc0; adds into grads."""
         x, h0, c0, G, C, TC, y = self._tape
         p, g, s = self._params, self.grads, self._suffix
-        db = np.zeros(4 * self.hidden_size, self.dtype)
-        dx, dh0, dc0 = np.empty_like(x), np.empty_like(h0), np.empty_like(c0)
-        self._kernels.lstm_backward(dx, dh0, dc0, g[f"weight_ih{s}"], g[f"weight_hh{s}"], db, np.empty_like(G),
+        db = backends.zeros(self.device, (4 * self.hidden_size,), self.dtype)
+        dx, dh0, dc0 = self._empty(*x.shape), self._empty(*h0.shape), self._empty(*c0.shape)
+        self._kernels.lstm_backward(dx, dh0, dc0, g[f"weight_ih{s}"], g[f"weight_hh{s}"], db, self._empty(*G.shape),
                                     dy, dh_n, dc_n, x, h0, c0, p[f"weight_ih{s}"], p[f"weight_hh{s}"],
                                     G, C, TC, y, self._act)
         if self.bias:
-            g[f"bias_ih{s}"] += db
-            g[f"bias_hh{s}"] += db
+            backends.add_into(g[f"bias_ih{s}"], db)
+            backends.add_into(g[f"bias_hh{s}"], db)
         return dx, dh0, dc0
 
     def _state(self, state, name, shape):
         """(h, c) checked against `shape`, or zeros when state is None."""
         if state is None:
-            return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
+            return backends.zeros(self.device, shape, self.dtype), backends.zeros(self.device, shape, self.dtype)
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             raise ValueError(f"{name}: expected a pair (h, c) of arrays of shape {shape}, got {type(state).__name__}")
-        return tuple(_checks.as_array(a, f"{name}[{k}]", self.dtype, shape) for k, a in enumerate(state))
+        return tuple(self._as(a, f"{name}[{k}]", shape) for k, a in enumerate(state))
 
     def _repr_args(self):
         args = [str(self.input_size), str(self.hidden_size)]
@@ -103,6 +120,8 @@ class _LSTMBase(Module):
                 args.append(f"{name}={value!r}")
         if self.dtype != np.float32:
             args.append(f"dtype={self.dtype.name}")
+        if self.device != "cpu":
+            args.append(f"device={self.device!r}")
         return args
 
 
@@ -130,6 +149,10 @@ class LSTM(_LSTMBase):
         Jozefowicz et al. 2015 recommend).
     cell_activation : {"tanh", "relu"}
         act in h_t = o_t * act(c_t).
+    device : {"cpu", "cuda"}
+        Where parameters, gradients, the tape and the arithmetic live. "cuda" runs numba-cuda kernels on an NVIDIA
+        GPU (or on Numba's CUDA simulator); without numba-cuda or a GPU it raises
+        ``nblstm.backends.CudaUnavailableError`` saying how to install them. ``to(device)`` moves a model.
 
     Attributes
     ----------
@@ -143,6 +166,11 @@ class LSTM(_LSTMBase):
     Parameter names and shapes are torch's (``weight_ih_l0`` (4H, I), ``weight_hh_l0`` (4H, H),
     ``bias_ih_l0``, ``bias_hh_l0`` (4H,)), so ``lstm.load_state_dict({k: v.numpy() for k, v in
     torch_lstm.state_dict().items()})`` reproduces a one-layer ``torch.nn.LSTM``.
+
+    On device "cuda", inputs may be NumPy arrays or device arrays; outputs are NumPy arrays unless x (for
+    ``forward``) or dy (for ``backward``) is a device array, in which case they stay on the device (time-major
+    C-contiguous device input of the model's dtype is used without a copy; batch_first transposes go through the
+    host). ``parameters()`` and ``grads`` hold numba-cuda device arrays; ``state_dict()`` returns NumPy copies.
 
     Examples
     --------
@@ -160,27 +188,32 @@ class LSTM(_LSTMBase):
     _suffix = "_l0"
 
     def __init__(self, input_size, hidden_size, *, bias=True, batch_first=False, dtype=np.float32, seed=None,
-                 forget_bias=0.0, cell_activation="tanh"):
+                 forget_bias=0.0, cell_activation="tanh", device="cpu"):
         self.batch_first = bool(batch_first)
-        super().__init__(input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation)
+        super().__init__(input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation, device)
 
     def _seq(self, a, name, T, B, last):
         """A (T, B, last) array, or (B, T, last) when batch_first, checked and made time-major (None: any size)."""
         if self.batch_first:
-            return _checks.as_array(a, name, self.dtype, (B, T, last), axes=(1, 0, 2))
-        return _checks.as_array(a, name, self.dtype, (T, B, last))
+            return self._as(a, name, (B, T, last), axes=(1, 0, 2))
+        return self._as(a, name, (T, B, last))
 
-    def _out(self, y):
-        return np.ascontiguousarray(y.transpose(1, 0, 2)) if self.batch_first else y
+    def _out(self, y, like):
+        """Time-major y on self.device -> batch_first if so built, where the caller wants it (see _host)."""
+        if not self.batch_first:
+            return self._host(y, like)
+        y = np.ascontiguousarray(backends.to_host(y).transpose(1, 0, 2))
+        return self._host(backends.to_device(self.device, y), like)
 
     def forward(self, x, state=None):
         """x (T, B, I) [batch_first: (B, T, I)], state (h0, c0) each (1, B, H) or None for zeros
         -> y (T, B, H) [batch_first: (B, T, H)], (h_n, c_n) each (1, B, H)."""
+        like = x
         x = self._seq(x, "x", None, None, self.input_size)
-        B = x.shape[1]
-        h0, c0 = self._state(state, "state", (1, B, self.hidden_size))
+        B, H = x.shape[1], self.hidden_size
+        h0, c0 = self._state(state, "state", (1, B, H))
         y, h_n, c_n = self._forward(x, h0[0], c0[0])
-        return self._out(y), (h_n[None], c_n[None])
+        return self._out(y, like), (self._host(h_n, like).reshape(1, B, H), self._host(c_n, like).reshape(1, B, H))
 
     __call__ = forward
 
@@ -188,10 +221,11 @@ class LSTM(_LSTMBase):
         """dL/dy like y, state_grad (dL/dh_n, dL/dc_n) each (1, B, H) or None for zeros
         -> dL/dx like x, (dL/dh0, dL/dc0) each (1, B, H). Adds the parameter gradients into ``grads``."""
         T, B = self._check_tape()[0].shape[:2]
-        dy = self._seq(dy, "dy", T, B, self.hidden_size)
-        dh_n, dc_n = self._state(state_grad, "state_grad", (1, dy.shape[1], self.hidden_size))
+        like, H = dy, self.hidden_size
+        dy = self._seq(dy, "dy", T, B, H)
+        dh_n, dc_n = self._state(state_grad, "state_grad", (1, B, H))
         dx, dh0, dc0 = self._backward(dy, dh_n[0], dc_n[0])
-        return self._out(dx), (dh0[None], dc0[None])
+        return self._out(dx, like), (self._host(dh0, like).reshape(1, B, H), self._host(dc0, like).reshape(1, B, H))
 
 
 class LSTMCell(_LSTMBase):
@@ -215,24 +249,25 @@ class LSTMCell(_LSTMBase):
     """
 
     def __init__(self, input_size, hidden_size, *, bias=True, dtype=np.float32, seed=None, forget_bias=0.0,
-                 cell_activation="tanh"):
-        super().__init__(input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation)
+                 cell_activation="tanh", device="cpu"):
+        super().__init__(input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation, device)
 
     def forward(self, x, state=None):
         """x (B, I), state (h, c) each (B, H) or None for zeros -> (h_next, c_next) each (B, H)."""
-        x = _checks.as_array(x, "x", self.dtype, (None, self.input_size))
+        like = x
+        x = self._as(x, "x", (None, self.input_size))
         h, c = self._state(state, "state", (x.shape[0], self.hidden_size))
-        _, h_next, c_next = self._forward(x[None], h, c)
-        return h_next, c_next
+        _, h_next, c_next = self._forward(x.reshape(1, *x.shape), h, c)
+        return self._host(h_next, like), self._host(c_next, like)
 
     __call__ = forward
 
     def backward(self, dh_next, dc_next=None):
         """dL/dh_next, dL/dc_next (B, H) (None: zeros) -> dL/dx (B, I), (dL/dh, dL/dc) each (B, H)."""
         B = self._check_tape()[0].shape[1]
-        shape = (B, self.hidden_size)
-        dh_next = _checks.as_array(dh_next, "dh_next", self.dtype, shape)
-        dc_next = np.zeros(shape, self.dtype) if dc_next is None else \
-            _checks.as_array(dc_next, "dc_next", self.dtype, shape)
-        dx, dh, dc = self._backward(dh_next[None], np.zeros(shape, self.dtype), dc_next)
-        return dx[0], (dh, dc)
+        shape, like = (B, self.hidden_size), dh_next
+        dh_next = self._as(dh_next, "dh_next", shape)
+        zeros = lambda: backends.zeros(self.device, shape, self.dtype)  # noqa: E731
+        dc_next = zeros() if dc_next is None else self._as(dc_next, "dc_next", shape)
+        dx, dh, dc = self._backward(dh_next.reshape(1, *shape), zeros(), dc_next)
+        return self._host(dx[0], like), (self._host(dh, like), self._host(dc, like))

@@ -1,15 +1,123 @@
-"""Kernel targets by name. Objects ask here for their kernels and never import a target directly.
+"""Kernel targets by name, and the array helpers that let objects run on any of them without branching on device.
 
-``kernels("cpu")`` is :mod:`nblstm.kernels.cpu` (numba.njit). The oracle, :mod:`nblstm.reference`, is
-plain NumPy with a readable, functional interface; tests and benchmarks compare each target against it.
+``kernels("cpu")`` is :mod:`nblstm.kernels.cpu` (numba.njit); ``kernels("cuda")`` is :mod:`nblstm.kernels.cuda`
+(numba-cuda's @cuda.jit, on a GPU or on Numba's CUDA simulator), imported only when asked for: ``import nblstm``
+never imports numba.cuda. The oracle, :mod:`nblstm.reference`, is plain NumPy with a readable, functional interface;
+tests and benchmarks compare each target against it.
+
+Arrays of device "cpu" are NumPy arrays; of device "cuda", numba-cuda device arrays. ``empty``, ``zeros`` and
+``to_device`` make arrays for a device; ``to_host``, ``copy``, ``copy_into``, ``add_into`` and ``fill_zeros`` work
+on an array of either kind.
 """
 import importlib
+import importlib.util
 
-TARGETS = {"cpu": "nblstm.kernels.cpu"}
+import numpy as np
+
+from . import _checks
+
+TARGETS = {"cpu": "nblstm.kernels.cpu", "cuda": "nblstm.kernels.cuda"}
+
+
+class CudaUnavailableError(RuntimeError):
+    """device="cuda" was asked for where numba-cuda or a GPU is missing; the message says how to get them."""
+
+
+_HOW = ('To run on an NVIDIA GPU, install the CUDA extra and the CUDA toolkit wheels matching your driver:\n'
+        '    pip install "nblstm[cuda]" "numba-cuda[cu12]"    (CUDA 12 driver; "numba-cuda[cu13]" for CUDA 13)\n'
+        'Without a GPU, Numba\'s CUDA simulator runs the same kernels (slowly, for tests): set the environment '
+        'variable NUMBA_ENABLE_CUDASIM=1 before Python starts (numba reads it at import), with numba-cuda installed.\n'
+        'Or keep device="cpu".')
+
+
+def _find_spec(name):
+    """importlib.util.find_spec, here so tests can pretend a package is missing."""
+    return importlib.util.find_spec(name)
 
 
 def kernels(device):
-    """The kernel module of a target, imported on first use."""
+    """The kernel module of a target, imported on first use.
+
+    ValueError for an unknown device; CudaUnavailableError (with how to install) for "cuda" without numba-cuda
+    or without a GPU (and not on the simulator).
+    """
     if device not in TARGETS:
         raise ValueError(f"device: expected one of {', '.join(map(repr, TARGETS))}, got {device!r}")
+    if device == "cuda":
+        if _find_spec("numba_cuda") is None:
+            raise CudaUnavailableError(f'device="cuda": numba-cuda is not installed.\n{_HOW}')
+        module = importlib.import_module(TARGETS[device])
+        ok, why = module.available()
+        if not ok:
+            raise CudaUnavailableError(f'device="cuda": {why}.\n{_HOW}')
+        return module
     return importlib.import_module(TARGETS[device])
+
+
+def is_device_array(a):
+    """True for a CUDA device array (numba-cuda's, the simulator's, or any object with __cuda_array_interface__)."""
+    return hasattr(a, "copy_to_host") or hasattr(a, "__cuda_array_interface__")
+
+
+def empty(device, shape, dtype):
+    """An uninitialized array of `device`."""
+    return np.empty(shape, dtype) if device == "cpu" else kernels(device).empty(shape, dtype)
+
+
+def zeros(device, shape, dtype):
+    return np.zeros(shape, dtype) if device == "cpu" else kernels(device).zeros(shape, dtype)
+
+
+def to_device(device, a):
+    """`a` as an array of `device`: itself when it is one already, else a copy."""
+    if device == "cpu":
+        return to_host(a)
+    return kernels(device).to_device(a)
+
+
+def to_host(a, copy=False):
+    """`a` as a NumPy array (a new one from a device array; `a` itself, or a copy when `copy`, from a host one)."""
+    if is_device_array(a):
+        return kernels("cuda").to_host(a)
+    return np.array(a) if copy else np.asarray(a)
+
+
+def copy(a):
+    """A new array equal to `a`, on a's device."""
+    return kernels("cuda").copy(a) if is_device_array(a) else a.copy()
+
+
+def copy_into(dst, src):
+    """dst[...] = src, where src is a host array of dst's shape and dtype, or an array on dst's device."""
+    if is_device_array(dst):
+        dst.copy_to_device(src if is_device_array(src) else np.ascontiguousarray(src, dst.dtype))
+    else:
+        dst[...] = to_host(src)
+
+
+def add_into(out, a):
+    """out += a, both on one device."""
+    if is_device_array(out):
+        kernels("cuda").add_into(out, a)
+    else:
+        out += a
+
+
+def fill_zeros(a):
+    if is_device_array(a):
+        kernels("cuda").fill_zeros(a)
+    else:
+        a[...] = 0
+
+
+def as_array(device, a, name, dtype, shape, axes=None):
+    """:func:`nblstm._checks.as_array` for `device`: checked, converted, C-contiguous, on the device.
+
+    A device array that already fits (dtype, shape, C order, no axes to permute) is used as is; anything else is
+    checked on the host (with the same errors) and copied to the device.
+    """
+    if is_device_array(a) and device != "cpu" and hasattr(a, "copy_to_host") and axes is None \
+            and np.dtype(a.dtype) == dtype and a.is_c_contiguous() and len(a.shape) == len(shape) \
+            and all(n > 0 and s in (None, n) for s, n in zip(shape, a.shape)):
+        return a
+    return to_device(device, _checks.as_array(to_host(a) if is_device_array(a) else a, name, dtype, shape, axes))

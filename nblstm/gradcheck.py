@@ -3,10 +3,12 @@
 The contract an object meets (LSTM and LSTMCell do): ``model(x, state)`` returns either
 ``(y, state_out)`` or ``state_out`` itself, ``state_out`` being a tuple of arrays shaped as ``state``;
 ``model.backward(*grads)`` takes dL/d(output) in the same structure and returns ``(dx, dstate)``;
-``model.parameters()`` gives the live parameter arrays and ``model.grads`` their accumulated gradients.
+``model.parameters()`` gives the live parameter arrays and ``model.grads`` their accumulated gradients (NumPy
+arrays, or device arrays of a device="cuda" model: they are read and written through nblstm.backends).
 """
 import numpy as np
 
+from . import backends
 from ._grad import no_grad
 
 __all__ = ["gradcheck", "GradcheckResult", "GradcheckError"]
@@ -106,7 +108,7 @@ def gradcheck(model, x, state=None, *, eps=1e-6, tol=None, seed=0):
             leaves = _leaves(model(x, state))
         return sum(float(np.dot(w.ravel(), leaf.ravel())) for w, leaf in zip(weights, leaves))
 
-    saved = {k: g.copy() for k, g in model.grads.items()}
+    saved = {k: backends.to_host(g, copy=True) for k, g in model.grads.items()}
     try:
         model.zero_grad()
         out = model(x, state)
@@ -115,18 +117,24 @@ def gradcheck(model, x, state=None, *, eps=1e-6, tol=None, seed=0):
         analytic = {"x": np.asarray(dx)}
         names = ["h0", "c0"] + [f"s{k}" for k in range(2, len(state))]
         analytic.update({names[k]: np.asarray(d) for k, d in enumerate(_leaves(dstate))})
-        analytic.update({k: g.copy() for k, g in model.grads.items()})
+        analytic.update({k: backends.to_host(g, copy=True) for k, g in model.grads.items()})
         tensors = {"x": x, **{names[k]: s for k, s in enumerate(state)}, **model.parameters()}
         result = GradcheckResult()
-        for name, arr in tensors.items():
+        for name, live in tensors.items():
+            # A device parameter is perturbed in a host copy, written back whole before each loss (tiny models).
+            arr = live if isinstance(live, np.ndarray) else backends.to_host(live)
+            put = (lambda: None) if arr is live else (lambda: backends.copy_into(live, arr))  # noqa: E731
             numeric = np.empty(arr.shape)
             for idx in np.ndindex(arr.shape):
                 orig = arr[idx]
                 arr[idx] = orig + eps
+                put()
                 plus = loss()
                 arr[idx] = orig - eps
+                put()
                 minus = loss()
                 arr[idx] = orig
+                put()
                 numeric[idx] = (plus - minus) / (2 * eps)
             a = analytic[name].reshape(arr.shape)
             diff = np.abs(a - numeric)
@@ -136,7 +144,7 @@ def gradcheck(model, x, state=None, *, eps=1e-6, tol=None, seed=0):
             result.where[name] = (tuple(int(i) for i in worst), float(a[worst]), float(numeric[worst]))
     finally:
         for k, g in model.grads.items():
-            g[...] = saved[k]
+            backends.copy_into(g, saved[k])
     if tol is not None:
         bad = {k: e for k, e in result.items() if not e <= tol}
         if bad:

@@ -118,10 +118,18 @@ def test_bad_constructor_arguments(kwargs, exc, pattern):
         nblstm.LSTM(**kwargs)
 
 
-@pytest.mark.parametrize("later", ["num_layers", "bidirectional", "peephole", "proj_size", "dropout", "device"])
+@pytest.mark.parametrize("later", ["num_layers", "bidirectional", "peephole", "proj_size", "dropout"])
 def test_arguments_of_later_work_are_not_accepted_yet(later):
     with pytest.raises(TypeError, match=later):
         nblstm.LSTM(3, 4, **{later: 2})
+
+
+@pytest.mark.parametrize("device", [2, "gpu", "tpu", None])
+def test_unknown_device(device):
+    """device was refused as later work before the cuda backend; now only "cpu" and "cuda" are accepted."""
+    for cls in (nblstm.LSTM, nblstm.LSTMCell):
+        with pytest.raises(ValueError, match=r"device: expected one of 'cpu', 'cuda', got "):
+            cls(3, 4, device=device)
 
 
 def test_positional_torch_style_num_layers_is_rejected():

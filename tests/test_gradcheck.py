@@ -1,35 +1,55 @@
 """Analytic gradients against central finite differences in float64, and gradcheck's own behaviour."""
 import numpy as np
 import pytest
-from hypothesis import given
 
 import nblstm
+from _devices import DEVICES, given_on
 from nblstm import testing
 
 GRAD_TOL = 1e-6     # relative error bound of the issue; measured errors are ~1e-9 (see README)
 
 
-@given(testing.lstm_configs(dtypes=[np.float64], max_size=5), testing.lstm_shapes(4, 3, 1, 1), testing.seeds())
-def test_lstm_gradients_match_finite_differences(config, shape, seed):
+def _small(device, cpu, cuda):
+    """Size caps: finite differences run 2 forwards per element, and on cuda each is a few simulated launches."""
+    return cpu if device == "cpu" else cuda
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lstm_gradients_match_finite_differences(device):
+    given_on(device, testing.lstm_configs(dtypes=[np.float64], max_size=_small(device, 5, 2)),
+             testing.lstm_shapes(*_small(device, (4, 3), (2, 2)), 1, 1),
+             testing.seeds(), cuda_share=10)(_lstm_gradients_match_finite_differences)(device)
+
+
+def _lstm_gradients_match_finite_differences(device, config, shape, seed):
     T, B = shape[:2]
-    lstm = nblstm.LSTM(**config)
+    lstm = nblstm.LSTM(**config, device=device)
     x = testing.random_array((T, B, config["input_size"]), np.float64, seed)
     errors = nblstm.gradcheck(lstm, x, seed=seed, tol=GRAD_TOL)
     expected = {"x", "h0", "c0", "weight_ih_l0", "weight_hh_l0"} | ({"bias_ih_l0", "bias_hh_l0"} if config["bias"] else set())
     assert set(errors) == expected
 
 
-@given(testing.lstm_configs(dtypes=[np.float64], max_size=5), testing.sizes(max_value=3), testing.seeds())
-def test_lstm_cell_gradients_match_finite_differences(config, B, seed):
-    cell = nblstm.LSTMCell(**config)
+@pytest.mark.parametrize("device", DEVICES)
+def test_lstm_cell_gradients_match_finite_differences(device):
+    given_on(device, testing.lstm_configs(dtypes=[np.float64], max_size=_small(device, 5, 2)),
+             testing.sizes(max_value=_small(device, 3, 2)),
+             testing.seeds(), cuda_share=10)(_lstm_cell_gradients_match_finite_differences)(device)
+
+
+def _lstm_cell_gradients_match_finite_differences(device, config, B, seed):
+    cell = nblstm.LSTMCell(**config, device=device)
     x = testing.random_array((B, config["input_size"]), np.float64, seed)
     errors = nblstm.gradcheck(cell, x, seed=seed, tol=GRAD_TOL)
     assert {"x", "h0", "c0", "weight_ih", "weight_hh"} <= set(errors)
 
 
-def test_batch_first_gradients():
-    lstm = nblstm.LSTM(2, 3, batch_first=True, dtype=np.float64, seed=0, forget_bias=1.0)
-    errors = nblstm.gradcheck(lstm, testing.random_array((2, 5, 2), np.float64, 1), tol=GRAD_TOL)
+@pytest.mark.parametrize("device", DEVICES)
+def test_batch_first_gradients(device):
+    I, H, T = (2, 3, 5) if device == "cpu" else (1, 1, 2)
+    lstm = nblstm.LSTM(I, H, batch_first=True, dtype=np.float64, seed=0, forget_bias=1.0, device=device)
+    x = testing.random_array((2, T, I), np.float64, 1)
+    errors = nblstm.gradcheck(lstm, x, tol=GRAD_TOL)
     assert max(errors.values()) < GRAD_TOL
 
 

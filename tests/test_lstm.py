@@ -3,27 +3,38 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given
 from hypothesis import strategies as st
 
 import nblstm
+from _devices import DEVICES, given_on, max_size, shapes
+from nblstm import backends
 from nblstm import reference as R
 from nblstm import testing
 
 
+def _grads(model):
+    """model.grads as NumPy arrays (device arrays on cuda)."""
+    return {k: backends.to_host(g) for k, g in model.grads.items()}
+
+
 def _weights(model, suffix):
-    p = model.parameters()
+    p = model.state_dict()
     H = model.hidden_size
     zero = np.zeros(4 * H)
     return (p[f"weight_ih{suffix}"].astype(np.float64), p[f"weight_hh{suffix}"].astype(np.float64),
             p.get(f"bias_ih{suffix}", zero).astype(np.float64), p.get(f"bias_hh{suffix}", zero).astype(np.float64))
 
 
-@given(testing.lstm_configs(), testing.lstm_shapes(max_I=1, max_H=1), st.booleans(), testing.seeds())
-def test_lstm_object_matches_reference(config, shape, batch_first, seed):
+@pytest.mark.parametrize("device", DEVICES)
+def test_lstm_object_matches_reference(device):
+    given_on(device, testing.lstm_configs(max_size=max_size(device)), shapes(device, max_I=1, max_H=1), st.booleans(),
+             testing.seeds())(_lstm_object_matches_reference)(device)
+
+
+def _lstm_object_matches_reference(device, config, shape, batch_first, seed):
     T, B = shape[:2]
     I, H, dt = config["input_size"], config["hidden_size"], config["dtype"]
-    lstm = nblstm.LSTM(**config, batch_first=batch_first)
+    lstm = nblstm.LSTM(**config, batch_first=batch_first, device=device)
     x = testing.random_array((T, B, I), dt, seed)
     h0, c0 = testing.random_array((1, B, H), dt, seed + 1), testing.random_array((1, B, H), dt, seed + 2)
     y, (h_n, c_n) = lstm(x.transpose(1, 0, 2) if batch_first else x, (h0, c0))
@@ -41,20 +52,27 @@ def test_lstm_object_matches_reference(config, shape, batch_first, seed):
     testing.assert_close(dx.transpose(1, 0, 2) if batch_first else dx, g["x"], dt, "dx")
     testing.assert_close(dh0[0], g["h"], dt, "dh0")
     testing.assert_close(dc0[0], g["c"], dt, "dc0")
-    testing.assert_close(lstm.grads["weight_ih_l0"], g["w_ih"], dt, "weight_ih_l0")
-    testing.assert_close(lstm.grads["weight_hh_l0"], g["w_hh"], dt, "weight_hh_l0")
+    grads = _grads(lstm)
+    testing.assert_close(grads["weight_ih_l0"], g["w_ih"], dt, "weight_ih_l0")
+    testing.assert_close(grads["weight_hh_l0"], g["w_hh"], dt, "weight_hh_l0")
     if config["bias"]:
-        testing.assert_close(lstm.grads["bias_ih_l0"], g["b_ih"], dt, "bias_ih_l0")
-        testing.assert_close(lstm.grads["bias_hh_l0"], g["b_hh"], dt, "bias_hh_l0")
+        testing.assert_close(grads["bias_ih_l0"], g["b_ih"], dt, "bias_ih_l0")
+        testing.assert_close(grads["bias_hh_l0"], g["b_hh"], dt, "bias_hh_l0")
     else:
         assert sorted(lstm.grads) == ["weight_hh_l0", "weight_ih_l0"]
 
 
-@given(testing.lstm_configs(), testing.lstm_shapes(max_I=1, max_H=1), testing.seeds())
-def test_python_loop_of_cells_equals_lstm(config, shape, seed):
+@pytest.mark.parametrize("device", DEVICES)
+def test_python_loop_of_cells_equals_lstm(device):
+    given_on(device, testing.lstm_configs(max_size=max_size(device)), shapes(device, max_I=1, max_H=1),
+             testing.seeds())(_python_loop_of_cells_equals_lstm)(device)
+
+
+def _python_loop_of_cells_equals_lstm(device, config, shape, seed):
     """LSTMCell stepped in Python, with the same weights, gives LSTM's outputs, input/state and weight gradients."""
     T, B = shape[:2]
     dt, H = config["dtype"], config["hidden_size"]
+    config = {**config, "device": device}
     lstm, cell = nblstm.LSTM(**config), nblstm.LSTMCell(**{**config, "seed": seed})
     cell.load_state_dict({k[:-3]: v for k, v in lstm.state_dict().items()})
     x = testing.random_array((T, B, config["input_size"]), dt, seed)
@@ -76,19 +94,24 @@ def test_python_loop_of_cells_equals_lstm(config, shape, seed):
     dh, dc, dxs = np.zeros((B, H), dt), None, [None] * T
     for t in reversed(range(T)):
         dxs[t], (dh, dc) = cells[t].backward(dy[t] + dh, dc)
-        grads = {k: grads[k] + cells[t].grads[k] for k in grads}
+        grads = {k: grads[k] + _grads(cells[t])[k] for k in grads}
     testing.assert_close(np.stack(dxs), dx, dt, "dx")
     testing.assert_close(dh, dh0[0], dt, "dh0")
     testing.assert_close(dc, dc0[0], dt, "dc0")
     for k in grads:
-        testing.assert_close(grads[k], lstm.grads[k + "_l0"], dt, k)
+        testing.assert_close(grads[k], _grads(lstm)[k + "_l0"], dt, k)
 
 
-@given(testing.lstm_configs(), testing.lstm_shapes(max_I=1, max_H=1), testing.seeds(), st.data())
-def test_causality_prefix(config, shape, seed, data):
+@pytest.mark.parametrize("device", DEVICES)
+def test_causality_prefix(device):
+    given_on(device, testing.lstm_configs(max_size=max_size(device)), shapes(device, max_I=1, max_H=1),
+             testing.seeds(), st.data())(_causality_prefix)(device)
+
+
+def _causality_prefix(device, config, shape, seed, data):
     """Outputs for x[:t] are the first t outputs for x, and (h_n, c_n) of x[:t] is the state after step t."""
     T, B = shape[:2]
-    lstm = nblstm.LSTM(**config)
+    lstm = nblstm.LSTM(**config, device=device)
     x = testing.random_array((T, B, config["input_size"]), config["dtype"], seed)
     t = data.draw(st.integers(1, T))
     y, _ = lstm(x)
@@ -98,8 +121,9 @@ def test_causality_prefix(config, shape, seed, data):
     testing.assert_close(h_t[0], y[t - 1], config["dtype"], "h_t")
 
 
-def test_no_grad_keeps_no_tape_and_gives_same_outputs():
-    lstm = nblstm.LSTM(3, 4, seed=0)
+@pytest.mark.parametrize("device", DEVICES)
+def test_no_grad_keeps_no_tape_and_gives_same_outputs(device):
+    lstm = nblstm.LSTM(3, 4, seed=0, device=device)
     x = testing.random_array((6, 2, 3), np.float32, 1)
     y, (h, c) = lstm(x)
     with nblstm.no_grad():
@@ -113,23 +137,25 @@ def test_no_grad_keeps_no_tape_and_gives_same_outputs():
         lstm.backward(y)
 
 
-def test_backward_accumulates_until_zero_grad():
-    lstm = nblstm.LSTM(3, 4, dtype=np.float64, seed=0)
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_accumulates_until_zero_grad(device):
+    lstm = nblstm.LSTM(3, 4, dtype=np.float64, seed=0, device=device)
     x = testing.random_array((5, 2, 3), np.float64, 1)
     y, _ = lstm(x)
     lstm.backward(np.ones_like(y))
-    once = {k: g.copy() for k, g in lstm.grads.items()}
+    once = {k: g.copy() for k, g in _grads(lstm).items()}
     assert all(np.abs(g).max() > 0 for g in once.values())
     lstm.backward(np.ones_like(y))
-    for k, g in lstm.grads.items():
+    for k, g in _grads(lstm).items():
         np.testing.assert_allclose(g, 2 * once[k], rtol=1e-12, atol=0)
     lstm.zero_grad()
-    assert all(not g.any() for g in lstm.grads.values())
+    assert all(not g.any() for g in _grads(lstm).values())
 
 
-def test_returned_y_is_not_the_tape():
+@pytest.mark.parametrize("device", DEVICES)
+def test_returned_y_is_not_the_tape(device):
     """Editing the returned y in place must not change what backward computes."""
-    lstm = nblstm.LSTM(2, 3, dtype=np.float64, seed=0)
+    lstm = nblstm.LSTM(2, 3, dtype=np.float64, seed=0, device=device)
     x = testing.random_array((4, 1, 2), np.float64, 0)
     y, _ = lstm(x)
     dx1, _ = lstm.backward(np.ones_like(y))
@@ -157,9 +183,10 @@ def test_initialization_as_torch_with_forget_bias():
     assert not np.array_equal(p["weight_ih_l0"], other.parameters()["weight_ih_l0"])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cls,kw", [(nblstm.LSTM, {"batch_first": True}), (nblstm.LSTMCell, {})])
-def test_state_dict_round_trip(cls, kw):
-    a, b = cls(3, 5, seed=1, **kw), cls(3, 5, seed=2, **kw)
+def test_state_dict_round_trip(cls, kw, device):
+    a, b = cls(3, 5, seed=1, device=device, **kw), cls(3, 5, seed=2, device=device, **kw)
     sd = a.state_dict()
     sd[next(iter(sd))][...] = 0        # state_dict returns copies
     assert a.state_dict()[next(iter(sd))].any()
@@ -182,17 +209,18 @@ def test_integer_and_noncontiguous_input_are_converted():
     np.testing.assert_array_equal(lstm(view)[0], lstm(np.ascontiguousarray(view))[0])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_saturating_input_is_finite_without_warnings(dtype, activation):
-    lstm = nblstm.LSTM(4, 3, dtype=dtype, seed=0, cell_activation=activation)
+def test_saturating_input_is_finite_without_warnings(dtype, activation, device):
+    lstm = nblstm.LSTM(4, 3, dtype=dtype, seed=0, cell_activation=activation, device=device)
     x = np.full((6, 2, 4), 1e30, dtype)
     x[::2] *= -1
     with warnings.catch_warnings(), np.errstate(all="raise"):
         warnings.simplefilter("error")
         y, (h, c) = lstm(x)
         dx, (dh0, dc0) = lstm.backward(np.ones_like(y))
-    for name, a in [("y", y), ("h", h), ("c", c), ("dx", dx), ("dh0", dh0), ("dc0", dc0), *lstm.grads.items()]:
+    for name, a in [("y", y), ("h", h), ("c", c), ("dx", dx), ("dh0", dh0), ("dc0", dc0), *_grads(lstm).items()]:
         assert np.all(np.isfinite(a)), name
     if activation == "tanh":
         assert np.abs(y).max() <= 1

@@ -1,0 +1,144 @@
+"""nblstm device="cuda" vs torch.nn.LSTM on cuDNN: one layer, float32, same weights, same GPU, one process.
+
+    python benchmarks/bench_cuda.py [--repeats 20] [--quick] [--shapes 100,1,32,32 ...]
+
+Needs an NVIDIA GPU, numba-cuda (pip install "nblstm[cuda]" "numba-cuda[cu12]" or cu13) and a CUDA build of torch.
+Not for the simulator (NUMBA_ENABLE_CUDASIM=1 is refused). For each shape (T, B, I, H) it first checks, in float32,
+that both give the same outputs and gradients, then times after a warm-up the median over repeats of
+  fwd   a training-mode forward (nblstm keeps its tape; torch records the autograd graph),
+  f+b   forward + backward with a given dy (nblstm: zero_grad, forward, backward; torch: the same),
+with inputs, weights and outputs on the GPU on both sides (nblstm gets device arrays, so nothing comes back to
+the host) and a device synchronize before each clock read. FLOPs counted are the GEMMs only: forward
+2*T*B*4H*(I+H), forward + backward three times that. Default shapes: the CPU benchmark's (bench_lstm.py) and
+larger ones, batch 1 to 256, hidden 128 to 1024.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+DEFAULT_SHAPES = [
+    # the CPU benchmark's shapes
+    (100, 1, 32, 32), (1000, 1, 32, 32), (100, 16, 64, 64), (100, 32, 128, 128), (100, 64, 256, 256),
+    (50, 64, 512, 512),
+    # larger: batch 1..256, hidden 128..1024
+    (100, 1, 128, 128), (100, 1, 1024, 1024), (100, 16, 256, 256), (100, 64, 512, 512), (100, 128, 512, 512),
+    (100, 256, 256, 256), (100, 256, 1024, 1024), (50, 128, 1024, 1024),
+]
+NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+
+
+def _shape(text):
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected T,B,I,H (four positive integers), got {text!r}")
+    return shape
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 20, --quick 5)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats and warm-ups")
+    p.add_argument("--shapes", type=_shape, nargs="+", default=DEFAULT_SHAPES, metavar="T,B,I,H")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 5 if args.quick else 20
+    return args
+
+
+def main(argv=None):
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        sys.exit("bench_cuda.py: unset NUMBA_ENABLE_CUDASIM; the simulator is for tests, not timings")
+    # Small recurrent GEMMs (B = 1) launch few blocks by design; numba's occupancy warning would flood the output.
+    os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
+
+    import numpy as np
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a source checkout
+    import nblstm
+    from nblstm import backends
+
+    try:
+        import torch
+    except ImportError:
+        sys.exit("bench_cuda.py: needs torch (a CUDA build) to compare against")
+    if not torch.cuda.is_available():
+        sys.exit("bench_cuda.py: torch sees no CUDA GPU (a CPU build of torch, or no GPU)")
+    K = backends.kernels("cuda")            # CudaUnavailableError with the install hint when numba-cuda has no GPU
+    from numba import cuda
+
+    dev = torch.device("cuda")
+    print(f"# GPU {torch.cuda.get_device_name(0)}; torch {torch.__version__} cuDNN {torch.backends.cudnn.version()}; "
+          f"nblstm GEMM tile {K.TILE}x{K.TILE}; float32; median of {args.repeats}")
+    print(f"{'T':>5} {'B':>4} {'I':>5} {'H':>5}  {'nblstm fwd':>11} {'torch fwd':>10} {'nblstm f+b':>11} "
+          f"{'torch f+b':>10}  {'nb GFLOP/s f+b':>14} {'torch/nb f+b':>12}")
+
+    def timed(fn, sync):
+        for _ in range(2 if args.quick else 5):
+            fn()
+        sync()
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    for T, B, I, H in args.shapes:
+        rng = np.random.default_rng(args.seed)
+        torch.manual_seed(args.seed)
+        ref = torch.nn.LSTM(I, H).to(dev)
+        ours = nblstm.LSTM(I, H, device="cuda")
+        ours.load_state_dict({k: v.detach().cpu().numpy() for k, v in ref.state_dict().items()})
+        x, h0, c0, dy = (rng.standard_normal(s).astype(np.float32) for s in
+                         [(T, B, I), (1, B, H), (1, B, H), (T, B, H)])
+        dx_, dh0_, dc0_, ddy = (cuda.to_device(a) for a in (x, h0, c0, dy))
+        tx, th0, tc0, tdy = (torch.tensor(a, device=dev, requires_grad=True) for a in (x, h0, c0, dy))
+
+        # Same results first (float32 tolerances of nblstm.testing), or the shape is skipped.
+        y, _ = ours(x, (h0, c0))
+        dxo, _ = ours.backward(dy)
+        ty, _ = ref(tx, (th0, tc0))
+        ty.backward(tdy)
+        try:
+            nblstm.testing.assert_close(y, ty.detach().cpu().numpy(), np.float32, "y")
+            nblstm.testing.assert_close(dxo, tx.grad.cpu().numpy(), np.float32, "dx")
+            for n in NAMES:
+                nblstm.testing.assert_close(backends.to_host(ours.grads[n]),
+                                            dict(ref.named_parameters())[n].grad.cpu().numpy(), np.float32, n)
+        except AssertionError as e:
+            print(f"{T:>5} {B:>4} {I:>5} {H:>5}  skipped: results differ ({e})")
+            continue
+
+        def nb_fwd():
+            ours(dx_, (dh0_, dc0_))
+
+        def nb_fb():
+            ours.zero_grad()
+            ours(dx_, (dh0_, dc0_))
+            ours.backward(ddy)
+
+        def t_fwd():
+            ref(tx, (th0, tc0))
+
+        def t_fb():
+            ref.zero_grad()
+            out, _ = ref(tx, (th0, tc0))
+            out.backward(tdy)
+
+        nf, nfb = timed(nb_fwd, cuda.synchronize), timed(nb_fb, cuda.synchronize)
+        tf, tfb = timed(t_fwd, torch.cuda.synchronize), timed(t_fb, torch.cuda.synchronize)
+        gflop = 3 * 2 * T * B * 4 * H * (I + H) / 1e9
+        print(f"{T:>5} {B:>4} {I:>5} {H:>5}  {nf * 1e3:>9.2f}ms {tf * 1e3:>8.2f}ms {nfb * 1e3:>9.2f}ms "
+              f"{tfb * 1e3:>8.2f}ms  {gflop / nfb:>14.1f} {nfb / tfb:>11.1f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+# CUDA kernels (numba-cuda @cuda.jit), twins of cpu.py. Shape letters: T time steps, B batch, I input size,
+# H hidden size. Arrays are C-contiguous device arrays, time-major as on CPU: x (T, B, I), y (T, B, H); gates
+# (.., B, 4H) hold the blocks i, f, g, o side by side; weights as torch: w_ih (4H, I), w_hh (4H, H),
+# b (4H,) = b_ih + b_hh; tape G (T, B, 4H), C, TC (T, B, H) and y. Every kernel name is a launcher: called with
+# its cpu.py twin's arguments (device arrays), it picks the grid, checks it against CUDA's limits and launches
+# `.kernel`, the @cuda.jit function (no eager signature: nothing touches the driver at import). Matrix products
+# are tiled shared-memory kernels: numba has no cuBLAS.
+import functools
+
+import numpy as np
+from numba import config, cuda
+
+from . import _math
+
+# The gate math of _math.py, the same Python functions as on CPU, compiled here as CUDA device functions: the CPU
+# calls them through their register_jitable overloads, which may ask for IR inlining (inline="always"), and
+# numba-cuda 0.30 cannot inline numba-core overloads (the arguments arrive "omitted": tests/test_ptx.py).
+_unit_forward = cuda.jit(device=True)(_math.unit_forward)
+_unit_backward = cuda.jit(device=True)(_math.unit_backward)
+
+# GEMM tile edge: TILE x TILE threads per block, each computing one element of the product. The simulator runs one
+# Python thread per CUDA thread, so it gets 4 x 4 tiles (tests stay fast, and shapes 1..5 cross tile edges); the PTX
+# check and real GPUs compile 16 x 16.
+TILE = 4 if config.ENABLE_CUDASIM else 16
+TILE_PAD = TILE + 1                         # shared tiles get one extra column against bank conflicts; a global
+#                                             constant: shared.array needs a compile-time shape (tests/test_ptx.py)
+THREADS = 256                               # threads per block of the pointwise kernels
+
+# Limits of every compute capability numba-cuda supports (CUDA C Programming Guide, "Compute Capabilities").
+MAX_THREADS_PER_BLOCK = 1024
+MAX_BLOCK = (1024, 1024, 64)
+MAX_GRID = (2**31 - 1, 65535, 65535)
+MAX_SHARED_BYTES = 48 * 1024                # static shared memory per block
+
+
+def check_launch(name, grid, block, shared_bytes=0):
+    """Raise ValueError naming kernel `name` when a launch of `grid` x `block` (tuples) exceeds CUDA's limits.
+
+    The simulator runs launches that a GPU refuses (tests/test_cuda.py::test_launch_limits): every launcher asks here.
+    """
+    if len(grid) > 3 or len(block) > 3 or any(int(n) < 1 for n in (*grid, *block)):
+        raise ValueError(f"{name}: launch needs 1-3 positive grid and block sizes, got grid {grid}, block {block}")
+    for what, dims, limits in (("block", block, MAX_BLOCK), ("grid", grid, MAX_GRID)):
+        for axis, (n, limit) in enumerate(zip(dims, limits)):
+            if n > limit:
+                raise ValueError(f"{name}: {what} size {n} along axis {'xyz'[axis]} exceeds CUDA's limit {limit} "
+                                 f"(grid {grid}, block {block}); the arrays are too large for this kernel")
+    threads = int(np.prod(block))
+    if threads > MAX_THREADS_PER_BLOCK:
+        raise ValueError(f"{name}: {threads} threads per block exceeds CUDA's limit {MAX_THREADS_PER_BLOCK} "
+                         f"(block {block})")
+    if shared_bytes > MAX_SHARED_BYTES:
+        raise ValueError(f"{name}: {shared_bytes} bytes of shared memory per block exceed {MAX_SHARED_BYTES}")
+
+
+def _check_dtypes(name, args):
+    """All array arguments share one float dtype: the simulator would silently mix them, a GPU kernel would not."""
+    dtypes = {np.dtype(a.dtype) for a in args if hasattr(a, "dtype") and hasattr(a, "shape")}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{name}: expected arrays of one dtype, float32 or float64, got {sorted(map(str, dtypes))}")
+
+
+class Launcher:
+    """A @cuda.jit kernel (``.kernel``) and its launch: ``launcher(*args)`` computes (grid, block) with
+    ``config(*args)``, checks limits and dtypes, and launches on the default stream (asynchronous)."""
+
+    def __init__(self, fn, config, shared_bytes=lambda *args: 0):
+        functools.update_wrapper(self, fn)
+        self.py_func = fn
+        self.kernel = cuda.jit(fn)
+        self.config = config
+        self.shared_bytes = shared_bytes
+
+    def __call__(self, *args):
+        grid, block = self.config(*args)
+        check_launch(self.__name__, grid, block, self.shared_bytes(*args))
+        _check_dtypes(self.__name__, args)
+        self.kernel[grid, block](*args)
+
+
+def _launch(config, shared_bytes=lambda *args: 0):
+    return lambda fn: Launcher(fn, config, shared_bytes)
+
+
+def _pointwise(n):
+    """(grid, block) for one thread per element of n elements."""
+    block = max(1, min(THREADS, n))
+    return (max(1, (n + block - 1) // block),), (block,)
+
+
+@_launch(lambda G, c, tc, h, hw, c_prev, act: _pointwise(c.shape[0] * c.shape[1]))
+def cell_forward(G, c, tc, h, hw, c_prev, act):
+    """Pointwise step: G (B, 4H) pre-activations minus h@w_hh^T (= hw) in, activations out; writes c, act(c), h."""
+    B, H = c.shape
+    k = cuda.grid(1)                            # one thread per unit (b, j)
+    if k < B * H:
+        b = k // H
+        j = k - b * H
+        one = G.dtype.type(1.0)
+        zero = G.dtype.type(0.0)
+        i, f, g, o, cn, tcn, hn = _unit_forward(
+            G[b, j] + hw[b, j], G[b, H + j] + hw[b, H + j],
+            G[b, 2 * H + j] + hw[b, 2 * H + j], G[b, 3 * H + j] + hw[b, 3 * H + j],
+            c_prev[b, j], act, one, zero)
+        G[b, j] = i
+        G[b, H + j] = f
+        G[b, 2 * H + j] = g
+        G[b, 3 * H + j] = o
+        c[b, j] = cn
+        tc[b, j] = tcn
+        h[b, j] = hn
+
+
+@_launch(lambda dG, dc, dh, G, c_prev, tc, act: _pointwise(dc.shape[0] * dc.shape[1]))
+def cell_backward(dG, dc, dh, G, c_prev, tc, act):
+    """Pointwise step backward: dh (B, H) total dL/dh_t, dc (B, H) dL/dc_t from t+1 in, dL/dc_{t-1} out; writes dG (B, 4H)."""
+    B, H = dc.shape
+    k = cuda.grid(1)
+    if k < B * H:
+        b = k // H
+        j = k - b * H
+        one = G.dtype.type(1.0)
+        zero = G.dtype.type(0.0)
+        dai, daf, dag, dao, dcp = _unit_backward(
+            dh[b, j], dc[b, j], G[b, j], G[b, H + j], G[b, 2 * H + j], G[b, 3 * H + j],
+            c_prev[b, j], tc[b, j], act, one, zero)
+        dG[b, j] = dai
+        dG[b, H + j] = daf
+        dG[b, 2 * H + j] = dag
+        dG[b, 3 * H + j] = dao
+        dc[b, j] = dcp
+
+
+def lstm_forward(y, h_n, c_n, G, C, TC, hw, x, h0, c0, w_ih, w_hh, b, act):
+    """One layer over a sequence: writes y (T, B, H), h_n, c_n (B, H) and the tape G, C, TC; hw (B, 4H) is scratch."""
+    # Host loop of launches on one stream: x, weights, states and tape stay on the device; nothing is copied to the
+    # host or synchronized between steps.
+    T, B, I = x.shape
+    H = h0.shape[1]
+    keep = 1 if C.shape[0] == T else 0          # 0: inference, C and TC hold one step
+    G2 = G.reshape(T * B, 4 * H)
+    gemm(G2, x.reshape(T * B, I), w_ih, 0, 1, 0)    # the input product of all steps: one GEMM
+    add_bias(G2, b)
+    for t in range(T):
+        h_prev = h0 if t == 0 else y[t - 1]
+        c_prev = c0 if t == 0 else C[(t - 1) * keep]
+        gemm(hw, h_prev, w_hh, 0, 1, 0)         # recurrent product h_{t-1} @ w_hh^T
+        cell_forward(G[t], C[t * keep], TC[t * keep], y[t], hw, c_prev, act)
+    h_n.copy_to_device(y[T - 1])                # device-to-device copies
+    c_n.copy_to_device(C[(T - 1) * keep])
+
+
+def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dG, dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, G, C, TC, y, act):
+    """BPTT through one layer: writes dx, dh0, dc0; adds into dw_ih, dw_hh, db (4H,); dG (T, B, 4H) is scratch."""
+    T, B, I = x.shape
+    H = h0.shape[1]
+    dh0.copy_to_device(dh_n)                    # dh0, dc0 carry dL/dh_t, dL/dc_t back through time
+    dc0.copy_to_device(dc_n)
+    for t in range(T - 1, -1, -1):
+        add(dh0, dy[t])
+        c_prev = c0 if t == 0 else C[t - 1]
+        cell_backward(dG[t], dc0, dh0, G[t], c_prev, TC[t], act)
+        gemm(dh0, dG[t], w_hh, 0, 0, 0)         # dL/dh_{t-1} = dG_t @ w_hh
+    # Weight gradients batched over all steps after the loop, as on CPU.
+    dG2 = dG.reshape(T * B, 4 * H)
+    gemm(dx.reshape(T * B, I), dG2, w_ih, 0, 0, 0)
+    gemm(dw_ih, dG2, x.reshape(T * B, I), 1, 0, 1)
+    gemm(dw_hh, dG[0], h0, 1, 0, 1)
+    if T > 1:
+        gemm(dw_hh, dG2[B:], y[:T - 1].reshape((T - 1) * B, H), 1, 0, 1)
+    add_column_sums(db, dG2)
+
+
+def _gemm_config(C, A, B, trans_a, trans_b, accumulate):
+    M, N = C.shape                              # rows along grid x (limit 2^31 - 1): M = T*B can be large
+    return ((M + TILE - 1) // TILE, (N + TILE - 1) // TILE), (TILE, TILE)
+
+
+@_launch(_gemm_config, lambda C, *args: 2 * TILE * TILE_PAD * C.dtype.itemsize)
+def gemm(C, A, B, trans_a, trans_b, accumulate):
+    """C (M, N) = op(A) @ op(B), plus C when accumulate; op(X) = X.T when trans_x, else X (tiled, shared memory)."""
+    M, N = C.shape
+    K = A.shape[0] if trans_a else A.shape[1]
+    # sa[i, k] = op(A)[r0 + i, k0 + k], sb[k, j] = op(B)[k0 + k, c0 + j]
+    sa = cuda.shared.array((TILE, TILE_PAD), dtype=C.dtype)
+    sb = cuda.shared.array((TILE, TILE_PAD), dtype=C.dtype)
+    zero = C.dtype.type(0.0)
+    tx = cuda.threadIdx.x                       # fastest-varying: consecutive threads read consecutive addresses
+    ty = cuda.threadIdx.y
+    r0 = cuda.blockIdx.x * TILE
+    c0 = cuda.blockIdx.y * TILE
+    acc = zero
+    for k0 in range(0, K, TILE):
+        if trans_a:                             # A (K, M): read along M, store transposed
+            k, r = k0 + ty, r0 + tx
+            sa[tx, ty] = A[k, r] if k < K and r < M else zero
+        else:                                   # A (M, K): read along K
+            r, k = r0 + ty, k0 + tx
+            sa[ty, tx] = A[r, k] if r < M and k < K else zero
+        if trans_b:                             # B (N, K): read along K, store transposed
+            n, k = c0 + ty, k0 + tx
+            sb[tx, ty] = B[n, k] if n < N and k < K else zero
+        else:                                   # B (K, N): read along N
+            k, n = k0 + ty, c0 + tx
+            sb[ty, tx] = B[k, n] if k < K and n < N else zero
+        cuda.syncthreads()
+        for kk in range(TILE):
+            acc += sa[ty, kk] * sb[kk, tx]
+        cuda.syncthreads()
+    r, n = r0 + ty, c0 + tx
+    if r < M and n < N:
+        if accumulate:
+            C[r, n] += acc
+        else:
+            C[r, n] = acc
+
+
+@_launch(lambda G, b: _pointwise(G.shape[0] * G.shape[1]))
+def add_bias(G, b):
+    """G (R, N) += b (N,) on every row."""
+    R, N = G.shape
+    k = cuda.grid(1)
+    if k < R * N:
+        G[k // N, k % N] += b[k % N]
+
+
+@_launch(lambda out, a: _pointwise(out.shape[0] * out.shape[1]))
+def add(out, a):
+    """out (R, N) += a (R, N)."""
+    R, N = out.shape
+    k = cuda.grid(1)
+    if k < R * N:
+        out[k // N, k % N] += a[k // N, k % N]
+
+
+@_launch(lambda db, dG: _pointwise(dG.shape[1]))
+def add_column_sums(db, dG):
+    """db (N,) += the sum over rows of dG (R, N): the bias gradient, one thread per column, rows summed in order."""
+    R, N = dG.shape
+    n = cuda.grid(1)
+    if n < N:
+        acc = db.dtype.type(0.0)
+        for r in range(R):                      # consecutive threads read consecutive columns: coalesced
+            acc += dG[r, n]
+        db[n] += acc
+
+
+# Every kernel, in file order: the PTX check (tests/test_ptx.py) compiles each for float32 and float64.
+KERNELS = (cell_forward, cell_backward, gemm, add_bias, add, add_column_sums)
+
+
+# Arrays on the device; nblstm.backends calls these for device="cuda".
+def available():
+    """(True, "") when a GPU (or the simulator) can run the kernels, else (False, why)."""
+    if cuda.is_available():
+        return True, ""
+    return False, "numba-cuda found no CUDA GPU or driver (numba.cuda.is_available() is False)"
+
+
+def empty(shape, dtype):
+    return cuda.device_array(shape, dtype)
+
+
+def zeros(shape, dtype):
+    return cuda.to_device(np.zeros(shape, dtype))
+
+
+def to_device(a):
+    """A device array of `a`: a itself when it is one (CUDA array interface objects are wrapped, not copied)."""
+    if hasattr(a, "copy_to_host"):
+        return a
+    if hasattr(a, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(a)
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def to_host(a):
+    """A new NumPy array with the contents of device array `a`."""
+    return to_device(a).copy_to_host()
+
+
+def copy(a):
+    """A new device array equal to device array `a` (device-to-device)."""
+    out = cuda.device_array(a.shape, a.dtype)
+    out.copy_to_device(a)
+    return out
+
+
+def fill_zeros(a):
+    a.copy_to_device(np.zeros(a.shape, a.dtype))
+
+
+def add_into(out, a):
+    """out += a for device arrays of one shape."""
+    add(out.reshape(1, out.size), a.reshape(1, a.size))

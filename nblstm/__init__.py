@@ -7,8 +7,12 @@ from . import reference
 from ._grad import is_grad_enabled, no_grad
 from ._lstm import LSTM, LSTMCell
 from .gradcheck import GradcheckError, GradcheckResult, gradcheck
+from ._layers import Embedding, Linear, SequenceModel
+from . import io, losses, optim, tasks, training
+from .training import fit, tbptt
 
 __version__ = "0.1.0"
 
 __all__ = ["LSTM", "LSTMCell", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckResult",
-           "GradcheckError", "reference", "__version__"]
+           "GradcheckError", "reference", "__version__",
+           "Linear", "Embedding", "SequenceModel", "losses", "optim", "io", "tasks", "training", "tbptt", "fit"]

@@ -1,6 +1,7 @@
 """Command line: ``python -m nblstm <command>`` (also installed as the ``nblstm`` script).
 
 Commands:
+  train       trains an LSTM on a task of nblstm.tasks; progress bar, held-out metric, checkpoints, resume
   gradcheck   finite-difference check of a chosen configuration; prints per-tensor relative errors
   bench       runs benchmarks/bench_lstm.py (nblstm vs torch.nn.LSTM) from a source checkout
 """
@@ -46,6 +47,138 @@ def _bench(args, rest):
     return 0
 
 
+#: per task: defaults of the training options (the README's numbers were measured with these)
+TRAIN_DEFAULTS = {
+    "adding": dict(hidden_size=32, lr=1e-2, steps=6000, batch_size=64),
+    "temporal-order": dict(hidden_size=32, lr=1e-2, steps=4000, batch_size=64),
+    "reber": dict(hidden_size=16, lr=1e-2, steps=1500, batch_size=32),
+    "charlm": dict(hidden_size=256, lr=3e-3, steps=3000, batch_size=32),
+    "digits": dict(hidden_size=64, lr=1e-2, steps=1500, batch_size=64),
+}
+
+
+def _cores():
+    """--model name -> factory(input_size, hidden_size, *, seed, dtype, device, forget_bias) of the recurrent core.
+    A vanilla RNN joins with one line here once nblstm.RNN exists."""
+    from nblstm.tasks import lstm_core
+    return {"lstm": lstm_core}
+
+
+def _make_task(args):
+    from nblstm import tasks
+    dtype = np.dtype(args.dtype)
+    if args.task == "adding":
+        return tasks.Adding(args.length, dtype=dtype), {"length": args.length}
+    if args.task == "temporal-order":
+        return tasks.TemporalOrder(args.relevant, dtype=dtype), {"relevant": args.relevant}
+    if args.task == "reber":
+        return tasks.EmbeddedReber(seed=args.seed, dtype=dtype), {}
+    if args.task == "charlm":
+        return tasks.CharLM(bptt=args.bptt, embedding_dim=args.embedding_dim), \
+            {"bptt": args.bptt, "embedding_dim": args.embedding_dim}
+    return tasks.Digits(seed=args.seed, dtype=dtype), {}
+
+
+def _make_optimizer(args, model):
+    from nblstm import optim
+    if args.optimizer == "sgd":
+        return optim.SGD(model, args.lr, momentum=args.momentum, nesterov=args.nesterov,
+                         weight_decay=args.weight_decay)
+    cls = optim.AdamW if args.optimizer == "adamw" else optim.Adam
+    return cls(model, args.lr, weight_decay=args.weight_decay)
+
+
+def _train(args):
+    import nblstm
+
+    for k, v in TRAIN_DEFAULTS[args.task].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.layers != 1:
+        print(f"train: --layers {args.layers}: stacked layers are not built yet (nblstm.LSTM is one layer); "
+              "use --layers 1", file=sys.stderr)
+        return 2
+    try:
+        task, task_args = _make_task(args)
+        fb = task.forget_bias if args.forget_bias is None else args.forget_bias
+        factory = _cores()[args.model]
+
+        def core(i, h, **kw):
+            return factory(i, h, forget_bias=fb, **kw)
+        model = task.make_model(args.hidden_size, seed=args.seed, dtype=np.dtype(args.dtype), device=args.device,
+                                core=core)
+        optimizer = _make_optimizer(args, model)
+    except (ValueError, TypeError, ImportError) as e:
+        print(f"train: {e}", file=sys.stderr)
+        return 2
+    config = {"task": args.task, "task_args": task_args, "model": args.model, "hidden_size": args.hidden_size,
+              "layers": args.layers, "forget_bias": fb, "dtype": args.dtype, "optimizer": args.optimizer,
+              "seed": args.seed, "batch_size": args.batch_size}
+    start_step = 0
+    if args.resume:
+        if not args.checkpoint:
+            print("train: --resume needs --checkpoint PATH", file=sys.stderr)
+            return 2
+        if os.path.exists(args.checkpoint):
+            try:
+                meta = nblstm.io.read(args.checkpoint)["metadata"]
+            except nblstm.io.CheckpointError as e:
+                print(f"train: --resume: {e}", file=sys.stderr)
+                return 2
+            saved = meta.get("config", {})
+            diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
+            if diff:
+                print(f"train: --resume: {args.checkpoint} was written by another configuration; differs in "
+                      + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in diff.items()), file=sys.stderr)
+                return 2
+            try:
+                nblstm.io.load(args.checkpoint, model, optimizer)
+            except nblstm.io.CheckpointError as e:
+                print(f"train: --resume: {e}", file=sys.stderr)
+                return 2
+            start_step = int(meta["step"])
+            print(f"resumed from {args.checkpoint} at step {start_step}")
+        else:
+            print(f"--resume: no checkpoint at {args.checkpoint} yet, starting at step 0")
+    optimizer.lr = args.lr
+
+    def save(step):
+        nblstm.io.save(args.checkpoint, model, optimizer,
+                       metadata={"config": config, "step": step, "nblstm_version": nblstm.__version__})
+
+    def callback(step, model, optimizer):
+        if args.checkpoint and args.checkpoint_every and step % args.checkpoint_every == 0:
+            save(step)
+
+    print(f"train {task!r}: {model!r}")
+    print(f"  {type(optimizer).__name__} lr={args.lr:g}, batch {args.batch_size}, up to {args.steps} steps, "
+          f"clip {args.clip:g}, seed {args.seed}, {args.dtype}, device {args.device}")
+    print(f"  criterion: {task.criterion}")
+    result = nblstm.fit(task, model, optimizer, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                        clip=args.clip or None, start_step=start_step, early_stop=not args.no_early_stop,
+                        progress=not args.no_progress, callback=callback)
+    if args.checkpoint:
+        save(result.steps)
+    ran = result.steps - start_step
+    per = 1e3 * result.seconds / ran if ran else float("nan")
+    loss = f"{result.loss:.5f}" if result.loss is not None else "n/a"
+    print(f"trained steps {start_step}..{result.steps} in {result.seconds:.1f} s ({per:.1f} ms/step), "
+          f"running loss {loss}")
+    evaluation = task.evaluate(model)
+    if task.window:
+        met = result.criterion_met_at is not None
+        print(f"training criterion: {'MET at step ' + str(result.criterion_met_at) if met else 'not met'} "
+              f"({task.criterion})")
+        print(f"held-out: {evaluation['text']}")
+    else:
+        met = bool(evaluation["solved"])
+        print(f"held-out: {evaluation['text']}")
+    print(f"{'SOLVED' if met else 'NOT SOLVED'}: {task.criterion}")
+    if args.checkpoint:
+        print(f"checkpoint: {args.checkpoint} (step {result.steps})")
+    return 0 if met else 1
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="nblstm", description="LSTM networks with Numba kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,10 +194,42 @@ def main(argv=None):
     g.add_argument("--eps", type=float, default=1e-6)
     g.add_argument("--tol", type=float, default=1e-6)
     g.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("train", help="train an LSTM on a task (adding, temporal-order, reber, charlm, digits)",
+                       description="Train an LSTM on a task of nblstm.tasks and report the task's criterion. "
+                                   "Options left out take the task's defaults (nblstm.cli.TRAIN_DEFAULTS). "
+                                   "Exit status 0 when the criterion is met, 1 when not.")
+    t.add_argument("task", choices=list(TRAIN_DEFAULTS))
+    t.add_argument("--model", choices=["lstm"], default="lstm", help="the recurrent core (lstm)")
+    t.add_argument("--hidden-size", type=int, help="H (task default)")
+    t.add_argument("--layers", type=int, default=1, help="only 1: stacked layers are not built yet")
+    t.add_argument("--lr", type=float, help="learning rate (task default)")
+    t.add_argument("--steps", type=int, help="maximum number of training steps (batches)")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="passed to nblstm.LSTM (cpu; cuda where the LSTM supports it)")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    t.add_argument("--forget-bias", type=float, help="added to the LSTM's forget-gate bias (task default: 5 for "
+                   "adding and temporal-order, 1 otherwise)")
+    t.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
+    t.add_argument("--momentum", type=float, default=0.0, help="sgd only")
+    t.add_argument("--nesterov", action="store_true", help="sgd only")
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--clip", type=float, default=1.0, help="global gradient-norm limit (0: off)")
+    t.add_argument("--length", type=int, default=100, help="adding: minimal sequence length T")
+    t.add_argument("--relevant", type=int, choices=[2, 3], default=2, help="temporal-order: Task 6a (2) or 6b (3)")
+    t.add_argument("--bptt", type=int, default=64, help="charlm: truncation length (characters per batch)")
+    t.add_argument("--embedding-dim", type=int, default=32, help="charlm: embedding size")
+    t.add_argument("--checkpoint", metavar="PATH", help="save model and optimizer here (.npz)")
+    t.add_argument("--checkpoint-every", type=int, default=500, metavar="N", help="steps between checkpoints")
+    t.add_argument("--resume", action="store_true", help="continue from --checkpoint when it exists")
+    t.add_argument("--no-early-stop", action="store_true", help="run all steps even once the criterion is met")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("bench", help="nblstm vs torch.nn.LSTM benchmark (arguments pass through)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         return _bench(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "train":
+        return _train(args)
     return _gradcheck(args)

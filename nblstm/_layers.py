@@ -1,0 +1,258 @@
+"""Linear, Embedding and SequenceModel (embedding -> recurrent core -> linear head), with hand-written backward.
+
+Shape letters: N any leading axes (e.g. T, B), I input features, O output features, V vocabulary, E embedding size.
+CPU only, plain NumPy: these layers are one GEMM (or one gather) per call, already BLAS-bound; all arithmetic
+stays in the model's dtype (float32 arrays with weak Python scalars only, NEP 50).
+"""
+import math
+
+import numpy as np
+
+from . import _checks
+from ._grad import is_grad_enabled
+from ._module import Module
+
+
+def _features(a, name, dtype, size):
+    """a (..., size) as a C-contiguous array of `dtype`; non-real input raises TypeError, a wrong size ValueError."""
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a real-valued array (converted to {dtype}), got dtype {arr.dtype}")
+    if arr.ndim < 1 or arr.shape[-1] != size or arr.size == 0:
+        raise ValueError(f"{name}: expected shape (..., {size}) with no empty axis, got {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+class _Layer(Module):
+    """Shared by Linear and Embedding: the tape and its error."""
+
+    _tape = None
+
+    def _check_tape(self):
+        if self._tape is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: no tape to go back through; call forward first, "
+                               "outside nblstm.no_grad()")
+        return self._tape
+
+
+class Linear(_Layer):
+    r"""Affine map over the last axis, shaped like ``torch.nn.Linear``: :math:`y = x W^\top + b`.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        I and O.
+    bias : bool, default True
+        With ``bias`` (O,); without it y = x W^T.
+    dtype : np.float32 (default) or np.float64
+    seed : int or None
+        torch's initialization: ``weight`` (O, I) and ``bias`` (O,) from U(-1/sqrt(I), 1/sqrt(I)).
+
+    ``forward(x)`` takes x (..., I) and returns y (..., O); ``backward(dy)`` goes back through the most recent
+    forward, adds dL/dW and dL/db into ``grads`` and returns dL/dx (..., I).
+
+    Examples
+    --------
+    >>> import numpy as np, nblstm
+    >>> lin = nblstm.Linear(3, 2, seed=0)
+    >>> y = lin(np.ones((4, 5, 3), np.float32))          # any leading axes, e.g. (T, B, I)
+    >>> dx = lin.backward(np.ones_like(y))
+    >>> y.shape, dx.shape, sorted(lin.grads)
+    ((4, 5, 2), (4, 5, 3), ['bias', 'weight'])
+    """
+
+    def __init__(self, in_features, out_features, *, bias=True, dtype=np.float32, seed=None):
+        self.in_features = _checks.positive_int(in_features, "in_features")
+        self.out_features = _checks.positive_int(out_features, "out_features")
+        self.bias = bool(bias)
+        self.dtype = _checks.as_float_dtype(dtype)
+        shapes = {"weight": (self.out_features, self.in_features)}
+        if self.bias:
+            shapes["bias"] = (self.out_features,)
+        self._init_params(shapes, np.random.default_rng(seed), 1.0 / math.sqrt(self.in_features))
+
+    def forward(self, x):
+        """x (..., I) -> y (..., O)."""
+        x = _features(x, "x", self.dtype, self.in_features)
+        x2 = x.reshape(-1, self.in_features)
+        y = x2 @ self._params["weight"].T                          # (N, O): one GEMM
+        if self.bias:
+            y += self._params["bias"]
+        self._tape = x2 if is_grad_enabled() else None
+        return y.reshape(x.shape[:-1] + (self.out_features,))
+
+    __call__ = forward
+
+    def backward(self, dy):
+        """dL/dy (..., O) -> dL/dx (..., I); adds dL/dweight, dL/dbias into ``grads``."""
+        x2 = self._check_tape()
+        dy = _features(dy, "dy", self.dtype, self.out_features)
+        if dy.size // self.out_features != x2.shape[0]:
+            raise ValueError(f"dy: expected {x2.shape[0]} rows of {self.out_features} (as the forward's output), "
+                             f"got shape {dy.shape}")
+        dy2 = dy.reshape(-1, self.out_features)
+        self.grads["weight"] += dy2.T @ x2                         # (O, I)
+        if self.bias:
+            self.grads["bias"] += dy2.sum(axis=0)
+        return (dy2 @ self._params["weight"]).reshape(dy.shape[:-1] + (self.in_features,))
+
+    def _repr_args(self):
+        args = [str(self.in_features), str(self.out_features)]
+        if not self.bias:
+            args.append("bias=False")
+        if self.dtype != np.float32:
+            args.append(f"dtype={self.dtype.name}")
+        return args
+
+
+class Embedding(_Layer):
+    """Lookup table of vectors, shaped like ``torch.nn.Embedding``: ``y[...] = weight[index[...]]``.
+
+    Parameters
+    ----------
+    num_embeddings, embedding_dim : int
+        V and E; ``weight`` is (V, E), initialized as torch does from N(0, 1).
+    dtype : np.float32 (default) or np.float64
+    seed : int or None
+
+    ``forward(index)`` takes integers in [0, V) of any shape and returns (..., E); ``backward(dy)`` adds
+    dL/dweight (rows of dy summed per index) into ``grads`` and returns None (integers have no gradient).
+
+    Examples
+    --------
+    >>> import numpy as np, nblstm
+    >>> emb = nblstm.Embedding(10, 4, seed=0)
+    >>> y = emb(np.array([[1, 2], [2, 9]]))              # (T, B) indices -> (T, B, E)
+    >>> emb.backward(np.ones_like(y))
+    >>> y.shape, emb.grads["weight"][2]
+    ((2, 2, 4), array([2., 2., 2., 2.], dtype=float32))
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, *, dtype=np.float32, seed=None):
+        self.num_embeddings = _checks.positive_int(num_embeddings, "num_embeddings")
+        self.embedding_dim = _checks.positive_int(embedding_dim, "embedding_dim")
+        self.dtype = _checks.as_float_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        self._params = {"weight": rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)}
+        self.grads = {"weight": np.zeros_like(self._params["weight"])}
+
+    def forward(self, index):
+        """index (...) integers in [0, V) -> y (..., E)."""
+        idx = np.asarray(index)
+        if idx.dtype.kind not in "iu" or idx.size == 0:
+            raise TypeError(f"index: expected a non-empty integer array, got dtype {idx.dtype} shape {idx.shape}")
+        if idx.min() < 0 or idx.max() >= self.num_embeddings:
+            raise ValueError(f"index: expected integers in [0, {self.num_embeddings}), got values in "
+                             f"[{idx.min()}, {idx.max()}]")
+        self._tape = idx.ravel().astype(np.intp) if is_grad_enabled() else None
+        return self._params["weight"][idx]
+
+    __call__ = forward
+
+    def backward(self, dy):
+        """dL/dy (..., E) -> None; adds dL/dweight into ``grads``."""
+        idx = self._check_tape()
+        dy = _features(dy, "dy", self.dtype, self.embedding_dim)
+        if dy.size // self.embedding_dim != idx.size:
+            raise ValueError(f"dy: expected {idx.size} rows of {self.embedding_dim} (as the forward's output), "
+                             f"got shape {dy.shape}")
+        np.add.at(self.grads["weight"], idx, dy.reshape(-1, self.embedding_dim))   # repeated indices add up
+        return None
+
+    def _repr_args(self):
+        args = [str(self.num_embeddings), str(self.embedding_dim)]
+        if self.dtype != np.float32:
+            args.append(f"dtype={self.dtype.name}")
+        return args
+
+
+class SequenceModel:
+    """A trainable sequence model: optional ``embedding`` -> recurrent ``core`` -> optional linear ``head``.
+
+    ``core`` is any recurrent object with ``y, state = core(x, state)``, ``dx, dstate = core.backward(dy,
+    dstate)``, ``parameters()``, ``grads`` and ``zero_grad()`` (nblstm.LSTM today; a vanilla RNN or a stack
+    drops in the same way). The parts' parameters appear under prefixed names: ``embedding.weight``,
+    ``core.weight_ih_l0``, ``head.weight``, ...
+
+    Parameters
+    ----------
+    core : recurrent object
+    head : Linear or None
+        Applied at every step: y (T, B, H) -> (T, B, O). Losses pick the steps that count with a mask.
+    embedding : Embedding or None
+        When given, x is (T, B) integer indices.
+
+    Examples
+    --------
+    >>> import numpy as np, nblstm
+    >>> model = nblstm.SequenceModel(nblstm.LSTM(2, 8, seed=0), nblstm.Linear(8, 1, seed=1))
+    >>> out, state = model(np.zeros((5, 3, 2), np.float32))
+    >>> dx, dstate = model.backward(np.ones_like(out))
+    >>> out.shape, len(model.parameters())
+    ((5, 3, 1), 6)
+    """
+
+    def __init__(self, core, head=None, embedding=None):
+        for name, part in (("core", core), ("head", head), ("embedding", embedding)):
+            if part is not None and not all(hasattr(part, a) for a in ("parameters", "grads", "backward")):
+                raise TypeError(f"{name}: expected an object with parameters(), grads and backward, "
+                                f"got {type(part).__name__}")
+        self.core, self.head, self.embedding = core, head, embedding
+        self.dtype = np.dtype(core.dtype)
+
+    def _parts(self):
+        return [(n, p) for n, p in (("embedding", self.embedding), ("core", self.core), ("head", self.head))
+                if p is not None]
+
+    def parameters(self):
+        """Live parameter arrays of all parts, ``part.name`` -> array."""
+        return {f"{n}.{k}": v for n, p in self._parts() for k, v in p.parameters().items()}
+
+    @property
+    def grads(self):
+        """Live gradient arrays of all parts, keyed as ``parameters()``."""
+        return {f"{n}.{k}": v for n, p in self._parts() for k, v in p.grads.items()}
+
+    def zero_grad(self):
+        for _, p in self._parts():
+            p.zero_grad()
+
+    def state_dict(self):
+        return {f"{n}.{k}": v for n, p in self._parts() for k, v in p.state_dict().items()}
+
+    def load_state_dict(self, state_dict):
+        """Keys must be exactly those of ``state_dict()`` (KeyError) with matching shapes (ValueError);
+        nothing changes unless every part accepts its share."""
+        ours = self.parameters()
+        missing = [k for k in ours if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in ours]
+        if missing or unexpected:
+            raise KeyError(f"state_dict: expected keys {list(ours)}; missing {missing}, unexpected {unexpected}")
+        for k, p in ours.items():
+            _checks.as_array(state_dict[k], f"state_dict[{k!r}]", self.dtype, p.shape)
+        for n, p in self._parts():
+            p.load_state_dict({k[len(n) + 1:]: v for k, v in state_dict.items() if k.startswith(n + ".")})
+
+    def forward(self, x, state=None):
+        """x (T, B, I) (or (T, B) indices with an embedding), state of the core or None
+        -> out (T, B, O) (the core's y without a head), the core's final state."""
+        e = self.embedding(x) if self.embedding is not None else x
+        y, state = self.core(e, state)
+        y = np.asarray(y)
+        return (self.head(y) if self.head is not None else y), state
+
+    __call__ = forward
+
+    def backward(self, dout, dstate=None):
+        """dL/dout like out, dL/d(final state) or None (zeros: the gradient is cut there)
+        -> dL/dx (None with an embedding), dL/d(initial state). Adds into every part's ``grads``."""
+        dy = self.head.backward(dout) if self.head is not None else dout
+        dx, dstate0 = self.core.backward(dy, dstate)
+        if self.embedding is not None:
+            self.embedding.backward(np.asarray(dx))
+            dx = None
+        return dx, dstate0
+
+    def __repr__(self):
+        parts = ", ".join(f"{n}={p!r}" for n, p in self._parts())
+        return f"SequenceModel({parts})"

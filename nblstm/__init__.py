@@ -3,9 +3,10 @@
 Public names are re-exported here explicitly; see README.md for a tour. ``nblstm.testing`` (hypothesis
 strategies) is imported on its own, since hypothesis is only a test dependency.
 """
-from . import reference
+from . import backends, reference
 from ._grad import is_grad_enabled, no_grad
 from ._lstm import LSTM, LSTMCell
+from ._rnn import RNN
 from .gradcheck import GradcheckError, GradcheckResult, gradcheck
 from ._layers import Embedding, Linear, SequenceModel
 from . import io, losses, optim, tasks, training
@@ -13,6 +14,6 @@ from .training import fit, tbptt
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "LSTMCell", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckResult",
-           "GradcheckError", "reference", "__version__",
+__all__ = ["LSTM", "LSTMCell", "RNN", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckResult",
+           "GradcheckError", "reference", "backends", "__version__",
            "Linear", "Embedding", "SequenceModel", "losses", "optim", "io", "tasks", "training", "tbptt", "fit"]

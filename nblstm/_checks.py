@@ -42,3 +42,18 @@ def as_array(a, name, dtype, shape, axes=None):
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
         raise ValueError(f"{name}: expected shape {want} (* any size >= 1), got {arr.shape}")
     return np.ascontiguousarray(arr if axes is None else arr.transpose(axes), dtype=dtype)
+
+
+def lengths(value, B, T, name="lengths"):
+    """Sequence lengths: None (every sequence runs T steps) or B integers in 0..T -> an int64 array (B,)."""
+    if value is None:
+        return np.full(B, T, np.int64)
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integers, got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"{name}: expected shape ({B},), one length per sequence, got {arr.shape}")
+    if B and (arr.min() < 0 or arr.max() > T):
+        raise ValueError(f"{name}: expected lengths in 0..{T} (T, the number of time steps), got min {arr.min()}, "
+                         f"max {arr.max()}")
+    return np.ascontiguousarray(arr, np.int64)

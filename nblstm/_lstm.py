@@ -5,7 +5,7 @@ import numpy as np
 
 from . import _checks, backends
 from ._grad import is_grad_enabled
-from ._module import Module
+from ._module import Module, _SequenceIO
 from .kernels._math import ACTIVATIONS
 
 _GATES = r"""
@@ -50,9 +50,6 @@ class _LSTMBase(Module):
         self._tape = None
         self.to(device)
 
-    def _empty(self, *shape):
-        return backends.empty(self.device, shape, self.dtype)
-
     def _bias(self):
         s = self._suffix
         if not self.bias:
@@ -74,20 +71,6 @@ class _LSTMBase(Module):
         self._tape = (x, h0, c0, G, C, TC, y) if keep else None
         # the tape keeps its own y: user edits can't corrupt backward
         return (backends.copy(y) if keep else y), h_n, c_n
-
-    def _as(self, a, name, shape, axes=None):
-        """An argument checked and converted (see nblstm._checks.as_array), on self.device."""
-        return backends.as_array(self.device, a, name, self.dtype, shape, axes)
-
-    def _host(self, a, like):
-        """A result as the caller wants it: on the device when `like` (the caller's input) is a device array,
-        else a NumPy array."""
-        return a if backends.is_device_array(like) else backends.to_host(a)
-
-    def _check_tape(self):
-        if self._tape is None:
-            raise RuntimeError("backward: no tape to go back through; call forward first, outside nblstm.no_grad()")
-        return self._tape
 
     def _backward(self, dy, dh_n, dc_n):
         """dy (T, B, H), dh_n, dc_n (B, H), checked -> dx (T, B, I), dh0, dc0; adds into grads."""
@@ -125,7 +108,7 @@ class _LSTMBase(Module):
         return args
 
 
-class LSTM(_LSTMBase):
+class LSTM(_SequenceIO, _LSTMBase):
     __doc__ = r"""One LSTM layer over a sequence, shaped like ``torch.nn.LSTM``.
 
     At each step t, from the input x_t and the previous state (h_{t-1}, c_{t-1}):
@@ -191,19 +174,6 @@ class LSTM(_LSTMBase):
                  forget_bias=0.0, cell_activation="tanh", device="cpu"):
         self.batch_first = bool(batch_first)
         super().__init__(input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation, device)
-
-    def _seq(self, a, name, T, B, last):
-        """A (T, B, last) array, or (B, T, last) when batch_first, checked and made time-major (None: any size)."""
-        if self.batch_first:
-            return self._as(a, name, (B, T, last), axes=(1, 0, 2))
-        return self._as(a, name, (T, B, last))
-
-    def _out(self, y, like):
-        """Time-major y on self.device -> batch_first if so built, where the caller wants it (see _host)."""
-        if not self.batch_first:
-            return self._host(y, like)
-        y = np.ascontiguousarray(backends.to_host(y).transpose(1, 0, 2))
-        return self._host(backends.to_device(self.device, y), like)
 
     def forward(self, x, state=None):
         """x (T, B, I) [batch_first: (B, T, I)], state (h0, c0) each (1, B, H) or None for zeros

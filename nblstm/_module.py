@@ -66,8 +66,42 @@ class Module:
         for k, v in new.items():
             backends.copy_into(self._params[k], v)
 
+    def _empty(self, *shape):
+        return backends.empty(self.device, shape, self.dtype)
+
+    def _as(self, a, name, shape, axes=None):
+        """An argument checked and converted (see nblstm._checks.as_array), on self.device."""
+        return backends.as_array(self.device, a, name, self.dtype, shape, axes)
+
+    def _host(self, a, like):
+        """A result as the caller wants it: on the device when `like` (the caller's input) is a device array,
+        else a NumPy array."""
+        return a if backends.is_device_array(like) else backends.to_host(a)
+
+    def _check_tape(self):
+        if self._tape is None:
+            raise RuntimeError("backward: no tape to go back through; call forward first, outside nblstm.no_grad()")
+        return self._tape
+
     def _repr_args(self):
         return []
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(self._repr_args())})"
+
+
+class _SequenceIO:
+    """Sequence arguments of a layer with ``batch_first``: checked, made time-major on the device, and back."""
+
+    def _seq(self, a, name, T, B, last):
+        """A (T, B, last) array, or (B, T, last) when batch_first, checked and made time-major (None: any size)."""
+        if self.batch_first:
+            return self._as(a, name, (B, T, last), axes=(1, 0, 2))
+        return self._as(a, name, (T, B, last))
+
+    def _out(self, y, like):
+        """Time-major y on self.device -> batch_first if so built, where the caller wants it (see _host)."""
+        if not self.batch_first:
+            return self._host(y, like)
+        y = np.ascontiguousarray(backends.to_host(y).transpose(1, 0, 2))
+        return self._host(backends.to_device(self.device, y), like)

@@ -3,6 +3,8 @@
 The contract an object meets (LSTM and LSTMCell do): ``model(x, state)`` returns either
 ``(y, state_out)`` or ``state_out`` itself, ``state_out`` being a tuple of arrays shaped as ``state``;
 ``model.backward(*grads)`` takes dL/d(output) in the same structure and returns ``(dx, dstate)``;
+A model whose state is one array (``model(x, h0)`` -> ``(y, h_n)``, as nblstm.RNN) says so with a class
+attribute ``single_state = True``.
 ``model.parameters()`` gives the live parameter arrays and ``model.grads`` their accumulated gradients (NumPy
 arrays, or device arrays of a device="cuda" model: they are read and written through nblstm.backends).
 """
@@ -57,7 +59,7 @@ def _split(out):
     return out[1] if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], tuple) else out
 
 
-def gradcheck(model, x, state=None, *, eps=1e-6, tol=None, seed=0):
+def gradcheck(model, x, state=None, *, eps=1e-6, tol=None, seed=0, **forward_kwargs):
     """Compare ``model.backward`` with central finite differences for x, the state and every parameter.
 
     Parameters
@@ -66,7 +68,7 @@ def gradcheck(model, x, state=None, *, eps=1e-6, tol=None, seed=0):
         Finite differences need float64: a float32 model raises TypeError.
     x : array
         The input, as ``model(x, state)`` takes it.
-    state : tuple of arrays, optional
+    state : tuple of arrays (one array for a single-state model), optional
         Initial state; None draws one from N(0, 0.25) so that its gradient is checked too.
     eps : float
         Step of the central difference (L(p + eps) - L(p - eps)) / (2 eps).
@@ -75,6 +77,8 @@ def gradcheck(model, x, state=None, *, eps=1e-6, tol=None, seed=0):
     seed : int
         Seed of the random state and of the random weights w of the scalar loss
         L = sum over outputs of sum(w * output).
+    **forward_kwargs
+        Passed to every forward, e.g. ``lengths=[5, 3]``.
 
     Returns
     -------
@@ -96,27 +100,35 @@ def gradcheck(model, x, state=None, *, eps=1e-6, tol=None, seed=0):
                         f"got dtype {getattr(model, 'dtype', None)}")
     rng = np.random.default_rng(seed)
     x = np.array(x, dtype=np.float64)
-    with no_grad():
-        out = model(x, state)
+    single = getattr(model, "single_state", False)
+
+    def forward():
+        return model(x, state[0] if single else state, **forward_kwargs)
+
     if state is None:
-        state = tuple(0.5 * rng.standard_normal(s.shape) for s in _leaves(_split(out)))
-    state = tuple(np.array(s, dtype=np.float64) for s in state)
+        with no_grad():
+            out = model(x, None, **forward_kwargs)
+        state = tuple(0.5 * rng.standard_normal(s.shape) for s in _leaves(out[1] if single else _split(out)))
+    state = tuple(np.array(s, dtype=np.float64) for s in ((state,) if single and not isinstance(state, tuple)
+                                                            else state))
+    with no_grad():
+        out = forward()
     weights = [rng.standard_normal(leaf.shape) for leaf in _leaves(out)]
 
     def loss():
         with no_grad():
-            leaves = _leaves(model(x, state))
+            leaves = _leaves(forward())
         return sum(float(np.dot(w.ravel(), leaf.ravel())) for w, leaf in zip(weights, leaves))
 
     saved = {k: backends.to_host(g, copy=True) for k, g in model.grads.items()}
     try:
         model.zero_grad()
-        out = model(x, state)
+        out = forward()
         out_grads = _like(out, list(weights))
         dx, dstate = model.backward(*out_grads) if isinstance(out_grads, tuple) else model.backward(out_grads)
         analytic = {"x": np.asarray(dx)}
         names = ["h0", "c0"] + [f"s{k}" for k in range(2, len(state))]
-        analytic.update({names[k]: np.asarray(d) for k, d in enumerate(_leaves(dstate))})
+        analytic.update({names[k]: backends.to_host(d) for k, d in enumerate(_leaves(dstate))})
         analytic.update({k: backends.to_host(g, copy=True) for k, g in model.grads.items()})
         tensors = {"x": x, **{names[k]: s for k, s in enumerate(state)}, **model.parameters()}
         result = GradcheckResult()

@@ -35,7 +35,11 @@ F64 = re.compile(r"\.f64\b|%fd\d")     # float64 instructions, conversions to/fr
 def signature(kernel, dt):
     """Argument types of a launch of `kernel` with arrays of dtype dt (C-contiguous) and int64 flags."""
     a1, a2, i = types.Array(dt, 1, "C"), types.Array(dt, 2, "C"), types.int64
+    n1 = types.Array(types.int64, 1, "C")      # lengths
     return {
+        "rnn_cell_forward": (a2, a2, a2, a1, n1, i, i),
+        "rnn_cell_backward": (a2, a2, a2, a2, n1, i, i),
+        "copy_running_rows": (a2, a2, n1, i),
         "cell_forward": (a2, a2, a2, a2, a2, a2, i),
         "cell_backward": (a2, a2, a2, a2, a2, a2, i),
         "gemm": (a2, a2, a2, i, i, i),

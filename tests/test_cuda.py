@@ -21,7 +21,8 @@ from nblstm import backends, testing
 from nblstm.kernels import cpu
 
 needs_cuda = pytest.mark.skipif(bool(CUDA_REASON), reason=CUDA_REASON)
-TWINS = ("cell_forward", "cell_backward", "lstm_forward", "lstm_backward")
+TWINS = ("cell_forward", "cell_backward", "lstm_forward", "lstm_backward", "rnn_cell_forward", "rnn_cell_backward",
+         "rnn_forward", "rnn_backward")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

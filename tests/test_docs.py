@@ -21,7 +21,7 @@ def test_readme_python_blocks_run(k, capsys):
     assert capsys.readouterr().out        # the examples print what they show
 
 
-@pytest.mark.parametrize("obj", [nblstm.LSTM, nblstm.LSTMCell, nblstm.no_grad, nblstm.gradcheck],
+@pytest.mark.parametrize("obj", [nblstm.LSTM, nblstm.LSTMCell, nblstm.RNN, nblstm.no_grad, nblstm.gradcheck],
                          ids=lambda o: o.__name__)
 def test_docstring_examples(obj):
     finder = doctest.DocTestFinder(recurse=False)

@@ -17,6 +17,8 @@ from . import _math
 # numba-cuda 0.30 cannot inline numba-core overloads (the arguments arrive "omitted": tests/test_ptx.py).
 _unit_forward = cuda.jit(device=True)(_math.unit_forward)
 _unit_backward = cuda.jit(device=True)(_math.unit_backward)
+_cell_act = cuda.jit(device=True)(_math.cell_act)
+_act_grad = cuda.jit(device=True)(_math.act_grad)
 
 # GEMM tile edge: TILE x TILE threads per block, each computing one element of the product. The simulator runs one
 # Python thread per CUDA thread, so it gets 4 x 4 tiles (tests stay fast, and shapes 1..5 cross tile edges); the PTX
@@ -54,8 +56,12 @@ def check_launch(name, grid, block, shared_bytes=0):
 
 
 def _check_dtypes(name, args):
-    """All array arguments share one float dtype: the simulator would silently mix them, a GPU kernel would not."""
-    dtypes = {np.dtype(a.dtype) for a in args if hasattr(a, "dtype") and hasattr(a, "shape")}
+    """All float array arguments share one dtype, float32 or float64 (integer arrays, e.g. lengths, are int64): the
+    simulator would silently mix them, a GPU kernel would not."""
+    arrays = [a for a in args if hasattr(a, "dtype") and hasattr(a, "shape")]
+    if any(np.dtype(a.dtype).kind in "iu" and np.dtype(a.dtype) != np.int64 for a in arrays):
+        raise TypeError(f"{name}: integer arrays must be int64, got {sorted(str(a.dtype) for a in arrays)}")
+    dtypes = {np.dtype(a.dtype) for a in arrays if np.dtype(a.dtype).kind not in "iu"}
     if len(dtypes) != 1 or next(iter(dtypes)) not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"{name}: expected arrays of one dtype, float32 or float64, got {sorted(map(str, dtypes))}")
 
@@ -171,6 +177,75 @@ def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dG, dy, dh_n, dc_n, x, h0, c0,
     add_column_sums(db, dG2)
 
 
+@_launch(lambda y, h, hw, b, lengths, t, act: _pointwise(y.shape[0] * y.shape[1]))
+def rnn_cell_forward(y, h, hw, b, lengths, t, act):
+    """Pointwise RNN step: y (B, H) input product in, act(y + hw + b) out (zero past lengths); h (B, H) running state."""
+    B, H = y.shape
+    k = cuda.grid(1)
+    if k < B * H:
+        r = k // H
+        j = k - r * H
+        one = y.dtype.type(1.0)
+        zero = y.dtype.type(0.0)
+        if t < lengths[r]:
+            v = _cell_act(y[r, j] + hw[r, j] + b[j], act, one, zero)
+            y[r, j] = v
+            h[r, j] = v
+        else:
+            y[r, j] = zero
+
+
+@_launch(lambda da, dh, dy, y, lengths, t, act: _pointwise(da.shape[0] * da.shape[1]))
+def rnn_cell_backward(da, dh, dy, y, lengths, t, act):
+    """Pointwise RNN step backward: da (B, H) = (dy + dh) act'(y) for running sequences, zero past lengths."""
+    B, H = da.shape
+    k = cuda.grid(1)
+    if k < B * H:
+        r = k // H
+        j = k - r * H
+        one = y.dtype.type(1.0)
+        zero = y.dtype.type(0.0)
+        da[r, j] = (dy[r, j] + dh[r, j]) * _act_grad(y[r, j], act, one, zero) if t < lengths[r] else zero
+
+
+def rnn_forward(y, h_n, hw, x, h0, w_ih, w_hh, b, lengths, act):
+    """Elman RNN over a sequence: writes y (T, B, H) (zero past lengths) and h_n (B, H); hw (B, H) is scratch."""
+    T, B, I = x.shape
+    H = h0.shape[1]
+    gemm(y.reshape(T * B, H), x.reshape(T * B, I), w_ih, 0, 1, 0)     # the input product of all steps: one GEMM
+    h_n.copy_to_device(h0)                      # h_n carries the running state
+    for t in range(T):
+        gemm(hw, h_n, w_hh, 0, 1, 0)            # recurrent product h_{t-1} @ w_hh^T
+        rnn_cell_forward(y[t], h_n, hw, b, lengths, t, act)
+
+
+def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh, y, lengths, act):
+    """BPTT through an Elman RNN: writes dx, dh0; adds into dw_ih, dw_hh, db; dA (T, B, H), dhw (B, H) are scratch."""
+    T, B, I = x.shape
+    H = h0.shape[1]
+    dh0.copy_to_device(dh_n)                    # dh0 carries dL/dh_t back through time
+    for t in range(T - 1, -1, -1):
+        rnn_cell_backward(dA[t], dh0, dy[t], y[t], lengths, t, act)
+        gemm(dhw, dA[t], w_hh, 0, 0, 0)         # dL/dh_{t-1} = dA_t @ w_hh for the running sequences;
+        copy_running_rows(dh0, dhw, lengths, t)  # a frozen state passes dL/dh straight through
+    dA2 = dA.reshape(T * B, H)
+    gemm(dx.reshape(T * B, I), dA2, w_ih, 0, 0, 0)
+    gemm(dw_ih, dA2, x.reshape(T * B, I), 1, 0, 1)
+    gemm(dw_hh, dA[0], h0, 1, 0, 1)
+    if T > 1:                                   # y[t-1] is h_{t-1} wherever dA[t] is not zero
+        gemm(dw_hh, dA2[B:], y[:T - 1].reshape((T - 1) * B, H), 1, 0, 1)
+    add_column_sums(db, dA2)
+
+
+@_launch(lambda out, a, lengths, t: _pointwise(out.shape[0] * out.shape[1]))
+def copy_running_rows(out, a, lengths, t):
+    """out[r] = a[r] (both (B, H)) for the sequences r still running at step t (t < lengths[r])."""
+    B, H = out.shape
+    k = cuda.grid(1)
+    if k < B * H and t < lengths[k // H]:
+        out[k // H, k % H] = a[k // H, k % H]
+
+
 def _gemm_config(C, A, B, trans_a, trans_b, accumulate):
     M, N = C.shape                              # rows along grid x (limit 2^31 - 1): M = T*B can be large
     return ((M + TILE - 1) // TILE, (N + TILE - 1) // TILE), (TILE, TILE)
@@ -246,7 +321,8 @@ def add_column_sums(db, dG):
 
 
 # Every kernel, in file order: the PTX check (tests/test_ptx.py) compiles each for float32 and float64.
-KERNELS = (cell_forward, cell_backward, gemm, add_bias, add, add_column_sums)
+KERNELS = (cell_forward, cell_backward, rnn_cell_forward, rnn_cell_backward, copy_running_rows, gemm, add_bias,
+           add, add_column_sums)
 
 
 # Arrays on the device; nblstm.backends calls these for device="cuda".

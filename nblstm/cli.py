@@ -58,10 +58,9 @@ TRAIN_DEFAULTS = {
 
 
 def _cores():
-    """--model name -> factory(input_size, hidden_size, *, seed, dtype, device, forget_bias) of the recurrent core.
-    A vanilla RNN joins with one line here once nblstm.RNN exists."""
-    from nblstm.tasks import lstm_core
-    return {"lstm": lstm_core}
+    """--model name -> factory(input_size, hidden_size, *, seed, dtype, device, forget_bias) of the recurrent core."""
+    from nblstm.tasks import lstm_core, rnn_core
+    return {"lstm": lstm_core, "rnn": rnn_core}
 
 
 def _make_task(args):
@@ -199,7 +198,8 @@ def main(argv=None):
                                    "Options left out take the task's defaults (nblstm.cli.TRAIN_DEFAULTS). "
                                    "Exit status 0 when the criterion is met, 1 when not.")
     t.add_argument("task", choices=list(TRAIN_DEFAULTS))
-    t.add_argument("--model", choices=["lstm"], default="lstm", help="the recurrent core (lstm)")
+    t.add_argument("--model", choices=["lstm", "rnn"], default="lstm",
+                   help="the recurrent core: lstm, or rnn (vanilla Elman RNN, tanh; the long-lag baseline)")
     t.add_argument("--hidden-size", type=int, help="H (task default)")
     t.add_argument("--layers", type=int, default=1, help="only 1: stacked layers are not built yet")
     t.add_argument("--lr", type=float, help="learning rate (task default)")

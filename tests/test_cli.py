@@ -90,3 +90,9 @@ def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "nblstm", "train", "--help"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "--hidden-size" in r.stdout and "--resume" in r.stdout
+
+
+def test_train_with_the_vanilla_rnn_core(capsys):
+    code = main(QUICK + ["--steps", "20", "--model", "rnn"])
+    out = capsys.readouterr().out
+    assert code == 1 and "core=RNN(2, 8)" in out and "trained steps 0..20" in out

@@ -13,7 +13,7 @@ A task makes batches (``task.batch(rng, batch_size, step)`` -> :class:`Batch`), 
 (``task.evaluate(model)`` -> dict with ``metric``, ``value``, ``solved``, ``text``). ``nblstm.training.fit``
 trains any of them; ``python -m nblstm train <task>`` is the command line.
 """
-from ._base import Batch, Task, lstm_core
+from ._base import Batch, Task, lstm_core, rnn_core
 from .adding import Adding, adding_problem
 from .charlm import CharLM, stdlib_text
 from .digits import Digits
@@ -24,5 +24,5 @@ from .temporal_order import TemporalOrder, temporal_order
 TASKS = {"adding": Adding, "temporal-order": TemporalOrder, "reber": EmbeddedReber, "charlm": CharLM,
          "digits": Digits}
 
-__all__ = ["Task", "Batch", "lstm_core", "TASKS", "Adding", "adding_problem", "TemporalOrder", "temporal_order",
+__all__ = ["Task", "Batch", "lstm_core", "rnn_core", "TASKS", "Adding", "adding_problem", "TemporalOrder", "temporal_order",
            "EmbeddedReber", "embedded_reber_string", "CharLM", "stdlib_text", "Digits"]

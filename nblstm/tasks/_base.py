@@ -18,17 +18,16 @@ def lstm_core(input_size, hidden_size, *, seed=None, dtype=np.float32, device="c
     """The default recurrent core: one nblstm.LSTM layer, forget-gate bias 1 unless told (Jozefowicz et al.
     2015); tasks with long lags ask for more (see ``Task.forget_bias``).
 
-    ``device`` is passed to the LSTM when its constructor takes one; "cpu" is always accepted.
     """
-    import inspect
-
     from .._lstm import LSTM
-    kwargs = dict(seed=seed, dtype=dtype, forget_bias=forget_bias)
-    if "device" in inspect.signature(LSTM).parameters:
-        kwargs["device"] = device
-    elif device != "cpu":
-        raise ValueError(f"device: this nblstm.LSTM runs on 'cpu' only, got {device!r}")
-    return LSTM(input_size, hidden_size, **kwargs)
+    return LSTM(input_size, hidden_size, seed=seed, dtype=dtype, forget_bias=forget_bias, device=device)
+
+
+def rnn_core(input_size, hidden_size, *, seed=None, dtype=np.float32, device="cpu", forget_bias=None):
+    """A vanilla (Elman, tanh) nblstm.RNN layer, the baseline of the long-lag tasks; it has no forget gate, so
+    `forget_bias` is ignored."""
+    from .._rnn import RNN
+    return RNN(input_size, hidden_size, seed=seed, dtype=dtype, device=device)
 
 
 class Task:

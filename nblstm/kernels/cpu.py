@@ -12,9 +12,10 @@ import numpy as np
 from . import _math, refresh_cache_on_change
 
 # error_model="numpy": no ZeroDivisionError test before each division (a branch that stops vectorization).
-# fastmath "contract" only (fused multiply-add): no flag that assumes finite values, so inf and nan keep their
-# IEEE meaning (tests/test_lstm.py::test_saturating_input_is_finite_without_warnings).
-_jit = numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
+# No fastmath: "contract" (FMA) saves 20% of the pointwise time (about 1% of a layer), but with it the no-tape
+# forward, loaded from numba's cache, differed from the taped one in the last bit; they must be equal bit for bit
+# (tests/test_kernels.py::test_inference_forward_equals_taped_forward).
+_jit = numba.njit(cache=True, error_model="numpy")
 _unit_forward = _math.unit_forward
 _unit_backward = _math.unit_backward
 
@@ -50,6 +51,16 @@ def cell_backward(dG, dc, dh, G, c_prev, tc, act):
 
 
 @_jit
+def _forward_steps(y, C, TC, G, hw, h0, c0, w_hhT, keep, act):
+    """The time loop of lstm_forward, G holding the input products; w_hhT (H, 4H) is w_hh^T in C or F order."""
+    for t in range(G.shape[0]):
+        h_prev = h0 if t == 0 else y[t - 1]
+        c_prev = c0 if t == 0 else C[(t - 1) * keep]
+        np.dot(h_prev, w_hhT, hw)               # recurrent product h_{t-1} @ w_hh^T
+        cell_forward(G[t], C[t * keep], TC[t * keep], y[t], hw, c_prev, act)
+
+
+@_jit
 def lstm_forward(y, h_n, c_n, G, C, TC, hw, x, h0, c0, w_ih, w_hh, b, act):
     """One layer over a sequence: writes y (T, B, H), h_n, c_n (B, H) and the tape G, C, TC; hw (B, 4H) is scratch."""
     T, B, I = x.shape
@@ -60,14 +71,13 @@ def lstm_forward(y, h_n, c_n, G, C, TC, hw, x, h0, c0, w_ih, w_hh, b, act):
     for r in range(T * B):
         for k in range(4 * H):
             G2[r, k] += b[k]
-    # w_hh^T copied once to (H, 4H) C order: OpenBLAS takes h @ w_hhT up to 2x faster than h @ w_hh.T for small
-    # B*H (B=1, H=32: 0.17 vs 0.30 us; B=16, H=64: 4.6 vs 9.9 us), and as fast from B=16, H=128 up.
-    w_hhT = np.ascontiguousarray(w_hh.T)
-    for t in range(T):
-        h_prev = h0 if t == 0 else y[t - 1]
-        c_prev = c0 if t == 0 else C[(t - 1) * keep]
-        np.dot(h_prev, w_hhT, hw)               # recurrent product h_{t-1} @ w_hh^T
-        cell_forward(G[t], C[t * keep], TC[t * keep], y[t], hw, c_prev, act)
+    # For H <= 128, w_hh^T copied to C order: OpenBLAS takes h @ w_hhT up to 2x faster than h @ w_hh.T there
+    # (B=1, H=32: 0.17 vs 0.30 us; B=16, H=64: 4.6 vs 9.9 us). For larger H both are as fast, and the transposing
+    # copy is not free (0.3 ms at H=256, 3.5 ms at H=512). Two calls, not one variable: C and F order don't unify.
+    if H <= 128:
+        _forward_steps(y, C, TC, G, hw, h0, c0, np.ascontiguousarray(w_hh.T), keep, act)
+    else:
+        _forward_steps(y, C, TC, G, hw, h0, c0, w_hh.T, keep, act)
     h_n[:] = y[T - 1]
     c_n[:] = C[(T - 1) * keep]
 
@@ -162,5 +172,5 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh
             db[k] += dA2[r, k]
 
 
-refresh_cache_on_change([cell_forward, cell_backward, lstm_forward, lstm_backward, rnn_cell_forward,
+refresh_cache_on_change([cell_forward, cell_backward, _forward_steps, lstm_forward, lstm_backward, rnn_cell_forward,
                          rnn_cell_backward, rnn_forward, rnn_backward], [_math.__file__])

@@ -1,0 +1,256 @@
+"""nblstm vs torch.nn.LSTM on the CPU: one layer, float32, same weights, same thread count, one process.
+
+    python benchmarks/bench_lstm.py [--threads 2] [--repeats 20] [--quick] [--shapes 100,1,32,32 ...]
+
+For each shape (T, B, I, H) it first checks that both give the same outputs and gradients (of x, h0, c0 and
+all four parameters) and skips the shape if not; then it times, after a warm-up, the median over repeats of
+  fwd   a training-mode forward (nblstm keeps its tape; torch records the autograd graph),
+  f+b   forward + backward with a given dy (nblstm: zero_grad, forward, backward; torch: the same).
+FLOPs counted are the GEMMs only: forward 2*T*B*4H*(I+H), backward twice that.
+"""
+import argparse
+import os
+import sys
+
+DEFAULT_SHAPES = [(100, 1, 32, 32), (1000, 1, 32, 32), (100, 16, 64, 64), (100, 32, 128, 128),
+                  (100, 64, 256, 256), (50, 64, 512, 512)]
+
+
+def _shape(text):
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected T,B,I,H (four positive integers), got {text!r}")
+    return shape
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=2, help="threads for both libraries (default 2)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per measurement (default 20, --quick 5; fewer for long runs, at least 4)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats and warm-ups")
+    p.add_argument("--shapes", type=_shape, nargs="+", default=DEFAULT_SHAPES, metavar="T,B,I,H")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error(f"--threads: expected a positive integer, got {args.threads}")
+    if args.repeats is None:
+        args.repeats = 5 if args.quick else 20
+    return args
+
+
+# Thread counts must be in the environment before numpy, scipy or numba load their thread pools.
+ARGS = _parse(sys.argv[1:]) if __name__ == "__main__" else None
+if ARGS is not None:
+    _already = [m for m in ("numpy", "numba", "torch") if m in sys.modules]
+    for var in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(ARGS.threads)
+
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a source checkout
+import nblstm  # noqa: E402
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+
+
+def flops(T, B, I, H):
+    """GEMM FLOPs of (forward, forward + backward)."""
+    f = 2 * T * B * 4 * H * (I + H)
+    return f, 3 * f
+
+
+class Nb:
+    """nblstm side of one shape."""
+
+    def __init__(self, I, H, state_dict, x, h0, c0, dy):
+        self.lstm = nblstm.LSTM(I, H, dtype=np.float32)
+        self.lstm.load_state_dict(state_dict)
+        self.x, self.state, self.dy = x, (h0, c0), dy
+
+    def forward(self):
+        return self.lstm(self.x, self.state)
+
+    def forward_backward(self):
+        self.lstm.zero_grad()
+        self.lstm(self.x, self.state)
+        return self.lstm.backward(self.dy)
+
+    def results(self):
+        y, (h, c) = self.forward()
+        dx, (dh0, dc0) = self.forward_backward()
+        out = dict(y=y, h_n=h, c_n=c, x=dx, h0=dh0, c0=dc0)
+        out.update({k: self.lstm.grads[k].copy() for k in NAMES})
+        return out
+
+
+class Torch:
+    """torch.nn.LSTM side of one shape."""
+
+    def __init__(self, I, H, x, h0, c0, dy):
+        self.lstm = torch.nn.LSTM(I, H)
+        self.x, self.h0, self.c0 = (torch.from_numpy(a).requires_grad_() for a in (x, h0, c0))
+        self.dy = torch.from_numpy(dy)
+
+    def state_dict(self):
+        return {k: v.detach().numpy().copy() for k, v in self.lstm.state_dict().items()}
+
+    def forward(self):
+        return self.lstm(self.x, (self.h0, self.c0))
+
+    def forward_backward(self):
+        self.lstm.zero_grad(set_to_none=True)
+        for t in (self.x, self.h0, self.c0):
+            t.grad = None
+        y, _ = self.lstm(self.x, (self.h0, self.c0))
+        y.backward(self.dy)
+
+    def results(self):
+        y, (h, c) = self.forward()
+        self.forward_backward()
+        out = dict(y=y, h_n=h, c_n=c, x=self.x.grad, h0=self.h0.grad, c0=self.c0.grad)
+        out.update({k: p.grad for k, p in self.lstm.named_parameters()})
+        return {k: v.detach().numpy() for k, v in out.items()}
+
+
+def reference_results(state_dict, x, h0, c0, dy):
+    """The NumPy oracle in float64 (used when torch is missing)."""
+    R, f64 = nblstm.reference, lambda a: np.asarray(a, np.float64)
+    p = {k: f64(v) for k, v in state_dict.items()}
+    y, h, c, caches = R.lstm_forward(f64(x), f64(h0[0]), f64(c0[0]), p["weight_ih_l0"], p["weight_hh_l0"],
+                                     p["bias_ih_l0"], p["bias_hh_l0"])
+    g = R.lstm_backward(f64(dy), np.zeros_like(h), np.zeros_like(c), caches)
+    return dict(y=y, h_n=h[None], c_n=c[None], x=g["x"], h0=g["h"][None], c0=g["c"][None],
+                weight_ih_l0=g["w_ih"], weight_hh_l0=g["w_hh"], bias_ih_l0=g["b_ih"], bias_hh_l0=g["b_hh"])
+
+
+def check(got, want, tol=1e-4):
+    """Max |got - want| / max |want| per tensor; raises AssertionError naming the tensors above `tol` (float32
+    over up to 1000 steps, summed over T*B for the weight gradients: ~1e-6 is typical, 1e-4 is a clear fault)."""
+    errs = {k: float(np.max(np.abs(np.asarray(got[k], np.float64) - want[k]))) / max(float(np.max(np.abs(want[k]))),
+                                                                                       1e-30) for k in want}
+    bad = {k: e for k, e in errs.items() if not e <= tol}
+    if bad:
+        raise AssertionError("not equal (max abs error / max abs value): "
+                             + ", ".join(f"{k} {e:.2e}" for k, e in bad.items()))
+    return max(errs.values())
+
+
+def timed(fns, repeats, warmup, budget_s):
+    """Median wall time in ms of each function over `repeats` runs (fewer, at least 4, where that would take
+    longer than budget_s), after warm-up. -> (medians, runs per function).
+
+    Each function runs in blocks (warm-up, then half its runs), alternating A B A B so that drift hits all alike.
+    Between blocks the process sleeps 0.2 s: idle OpenBLAS threads spin for ~0.1 s after their last call and
+    OpenMP's for a while too, and would otherwise take a core from the library timed next."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    one_round = (time.perf_counter() - start) / warmup
+    half = max(2, min(repeats, int(budget_s / max(one_round, 1e-9))) // 2)
+    times = [[] for _ in fns]
+    for _ in range(2):
+        for fn, ts in zip(fns, times):
+            time.sleep(0.2)
+            fn()
+            for _ in range(half):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+    return [1e3 * statistics.median(ts) for ts in times], 2 * half
+
+
+def bench_shape(shape, args):
+    T, B, I, H = shape
+    rng = np.random.default_rng(args.seed)
+    x = rng.standard_normal((T, B, I), dtype=np.float32)
+    h0, c0 = (0.5 * rng.standard_normal((1, B, H), dtype=np.float32) for _ in range(2))
+    dy = rng.standard_normal((T, B, H), dtype=np.float32)
+    if torch is not None:
+        torch.manual_seed(args.seed)
+        th = Torch(I, H, x, h0, c0, dy)
+        nb = Nb(I, H, th.state_dict(), x, h0, c0, dy)
+        err = check(nb.results(), th.results())
+    else:
+        bound = 1.0 / np.sqrt(H)
+        sd = {"weight_ih_l0": (4 * H, I), "weight_hh_l0": (4 * H, H), "bias_ih_l0": (4 * H,), "bias_hh_l0": (4 * H,)}
+        sd = {k: rng.uniform(-bound, bound, s).astype(np.float32) for k, s in sd.items()}
+        nb = Nb(I, H, sd, x, h0, c0, dy)
+        err = check(nb.results(), reference_results(sd, x, h0, c0, dy))
+    fns = [nb.forward, nb.forward_backward] + ([th.forward, th.forward_backward] if torch is not None else [])
+    warmup, budget = (1, 3.0) if args.quick else (3, 12.0)      # seconds of timed runs per shape and mode
+    fwd, n_fwd = timed(fns[0::2], args.repeats, warmup, budget / 3)
+    fb, n_fb = timed(fns[1::2], args.repeats, warmup, 2 * budget / 3)
+    return dict(shape=shape, err=err, repeats=(n_fwd, n_fb), flops=flops(T, B, I, H), fwd=fwd, fb=fb)
+
+
+def _blas_pools():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed"
+    return "; ".join(f"{p['internal_api']} {os.path.basename(p['filepath'])} x{p['num_threads']}"
+                     for p in threadpool_info())
+
+
+def main(args):
+    if _already:
+        print(f"warning: {', '.join(_already)} was imported before this script set the thread counts; "
+              "BLAS may use more threads than --threads", file=sys.stderr)
+    import numba
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+        print(f"nblstm {nblstm.__version__} (numba {numba.__version__}, numpy {np.__version__}) vs torch "
+              f"{torch.__version__}, float32, {args.threads} thread(s)")
+    else:
+        print(f"nblstm {nblstm.__version__} (numba {numba.__version__}, numpy {np.__version__}), float32, "
+              f"{args.threads} thread(s)")
+        print("torch is not installed: nblstm numbers only, checked against nblstm.reference "
+              "(pip install torch to compare)")
+    print("fwd: training-mode forward; f+b: forward + backward (grads of x, h0, c0, all weights); median ms over "
+          "repeats after warm-up; GFLOP/s from GEMM FLOPs (fwd 2*T*B*4H*(I+H), bwd 2x fwd); max err: largest "
+          "|nblstm - torch| / max |torch| over outputs and gradients")
+    load = os.getloadavg()    # other processes on the machine skew multi-threaded timings most
+    rows = []
+    for shape in args.shapes:
+        try:
+            rows.append(bench_shape(shape, args))
+        except AssertionError as e:
+            print(f"shape {shape} skipped, nblstm and {'torch' if torch else 'reference'} disagree: {e}")
+    print(f"BLAS pools: {_blas_pools()}\n")
+    gf = lambda n, ms: n / ms / 1e6  # noqa: E731  FLOPs in ms -> GFLOP/s
+    if torch is not None:
+        print("| T, B, I, H | fwd nblstm ms | fwd torch ms | fwd GFLOP/s nblstm / torch | fwd torch/nblstm "
+              "| f+b nblstm ms | f+b torch ms | f+b GFLOP/s nblstm / torch | f+b torch/nblstm | max err |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            (fn, ft), (bn, bt), (f, fb) = r["fwd"], r["fb"], r["flops"]
+            print(f"| {', '.join(map(str, r['shape']))} | {fn:.3f} | {ft:.3f} | {gf(f, fn):.1f} / {gf(f, ft):.1f} "
+                  f"| **{ft / fn:.2f}** | {bn:.3f} | {bt:.3f} | {gf(fb, bn):.1f} / {gf(fb, bt):.1f} "
+                  f"| **{bt / bn:.2f}** | {r['err']:.1e} |")
+    else:
+        print("| T, B, I, H | fwd ms | fwd GFLOP/s | f+b ms | f+b GFLOP/s | max err vs reference |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in rows:
+            (fn,), (bn,), (f, fb) = r["fwd"], r["fb"], r["flops"]
+            print(f"| {', '.join(map(str, r['shape']))} | {fn:.3f} | {gf(f, fn):.1f} | {bn:.3f} | {gf(fb, bn):.1f} "
+                  f"| {r['err']:.1e} |")
+    print(f"\nrepeats per shape (fwd, f+b): {', '.join('%d/%d' % r['repeats'] for r in rows)}; "
+          f"load average before / after: {load[0]:.2f} / {os.getloadavg()[0]:.2f}")
+    return 0 if len(rows) == len(args.shapes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(ARGS))

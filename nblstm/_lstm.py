@@ -1,5 +1,6 @@
 """LSTM and LSTMCell: parameters, argument checks and the tape; the math is in nblstm.kernels."""
 import math
+import warnings
 
 import numpy as np
 
@@ -38,52 +39,72 @@ class _LSTMBase(Module):
         self.forget_bias = float(forget_bias)
         self.cell_activation = _checks.choice(cell_activation, "cell_activation", ACTIVATIONS)
         self._act = ACTIVATIONS.index(cell_activation)
-        I, H, s = self.input_size, self.hidden_size, self._suffix
-        shapes = {f"weight_ih{s}": (4 * H, I), f"weight_hh{s}": (4 * H, H)}
-        if self.bias:
-            shapes.update({f"bias_ih{s}": (4 * H,), f"bias_hh{s}": (4 * H,)})
+        H = self.hidden_size
+        shapes = {}
+        for s, n_in in self._layer_inputs():       # torch's order: l0, l0_reverse, l1, ...
+            shapes.update({f"weight_ih{s}": (4 * H, n_in), f"weight_hh{s}": (4 * H, H)})
+            if self.bias:
+                shapes.update({f"bias_ih{s}": (4 * H,), f"bias_hh{s}": (4 * H,)})
         self._init_params(shapes, np.random.default_rng(seed), 1.0 / math.sqrt(H))
         if self.bias:
-            self._params[f"bias_ih{s}"][H:2 * H] += self.dtype.type(self.forget_bias)
+            for s, _ in self._layer_inputs():
+                self._params[f"bias_ih{s}"][H:2 * H] += self.dtype.type(self.forget_bias)
         if not isinstance(device, str) or device not in backends.TARGETS:
             raise ValueError(f"device: expected one of {', '.join(map(repr, backends.TARGETS))}, got {device!r}")
         self._tape = None
         self.to(device)
 
-    def _bias(self):
-        s = self._suffix
+    def _layer_inputs(self):
+        """(suffix, input size) of every layer-direction, in torch's parameter order; one for a cell."""
+        return [(self._suffix, self.input_size)]
+
+    def _bias(self, s):
         if not self.bias:
             return backends.zeros(self.device, (4 * self.hidden_size,), self.dtype)
         b = backends.copy(self._params[f"bias_ih{s}"])
         backends.add_into(b, self._params[f"bias_hh{s}"])
         return b
 
-    def _forward(self, x, h0, c0):
-        """x (T, B, I), h0, c0 (B, H), checked, on self.device -> y (T, B, H), h_n, c_n (B, H) on self.device;
-        keeps the tape unless no_grad()."""
+    def _layer_forward(self, x, h0, c0, s, h_n, c_n, keep):
+        """Layer-direction `s` (parameter suffix) over x (T, B, I) from h0, c0 (B, H): one kernel call; writes
+        h_n, c_n (B, H) -> y (T, B, H) and its tape (None unless keep)."""
         T, B, _ = x.shape
-        H, p, s = self.hidden_size, self._params, self._suffix
-        keep = is_grad_enabled()
-        y, h_n, c_n, G = self._empty(T, B, H), self._empty(B, H), self._empty(B, H), self._empty(T, B, 4 * H)
+        H, p = self.hidden_size, self._params
+        y, G = self._empty(T, B, H), self._empty(T, B, 4 * H)
         C, TC = self._empty(T if keep else 1, B, H), self._empty(T if keep else 1, B, H)
         self._kernels.lstm_forward(y, h_n, c_n, G, C, TC, self._empty(B, 4 * H), x, h0, c0,
-                                   p[f"weight_ih{s}"], p[f"weight_hh{s}"], self._bias(), self._act)
-        self._tape = (x, h0, c0, G, C, TC, y) if keep else None
-        # the tape keeps its own y: user edits can't corrupt backward
-        return (backends.copy(y) if keep else y), h_n, c_n
+                                   p[f"weight_ih{s}"], p[f"weight_hh{s}"], self._bias(s), self._act)
+        return y, ((x, h0, c0, G, C, TC, y) if keep else None)
 
-    def _backward(self, dy, dh_n, dc_n):
-        """dy (T, B, H), dh_n, dc_n (B, H), checked -> dx (T, B, I), dh0, dc0; adds into grads."""
-        x, h0, c0, G, C, TC, y = self._tape
-        p, g, s = self._params, self.grads, self._suffix
+    def _layer_backward(self, tape, dy, dh_n, dc_n, s, dh0, dc0):
+        """BPTT through layer-direction `s` from its tape: dy (T, B, H), dh_n, dc_n (B, H) in; writes dh0, dc0
+        (B, H) -> dx (T, B, I); adds into grads."""
+        x, h0, c0, G, C, TC, y = tape
+        p, g = self._params, self.grads
         db = backends.zeros(self.device, (4 * self.hidden_size,), self.dtype)
-        dx, dh0, dc0 = self._empty(*x.shape), self._empty(*h0.shape), self._empty(*c0.shape)
+        dx = self._empty(*x.shape)
         self._kernels.lstm_backward(dx, dh0, dc0, g[f"weight_ih{s}"], g[f"weight_hh{s}"], db, self._empty(*G.shape),
                                     dy, dh_n, dc_n, x, h0, c0, p[f"weight_ih{s}"], p[f"weight_hh{s}"],
                                     G, C, TC, y, self._act)
         if self.bias:
             backends.add_into(g[f"bias_ih{s}"], db)
             backends.add_into(g[f"bias_hh{s}"], db)
+        return dx
+
+    def _forward(self, x, h0, c0):
+        """One layer: x (T, B, I), h0, c0 (B, H), checked, on self.device -> y (T, B, H), h_n, c_n (B, H) on
+        self.device; keeps the tape unless no_grad()."""
+        B, H, keep = x.shape[1], self.hidden_size, is_grad_enabled()
+        h_n, c_n = self._empty(B, H), self._empty(B, H)
+        y, self._tape = self._layer_forward(x, h0, c0, self._suffix, h_n, c_n, keep)
+        # the tape keeps its own y: user edits can't corrupt backward
+        return (backends.copy(y) if keep else y), h_n, c_n
+
+    def _backward(self, dy, dh_n, dc_n):
+        """One layer: dy (T, B, H), dh_n, dc_n (B, H), checked -> dx (T, B, I), dh0, dc0; adds into grads."""
+        h0 = self._tape[1]
+        dh0, dc0 = self._empty(*h0.shape), self._empty(*h0.shape)
+        dx = self._layer_backward(self._tape, dy, dh_n, dc_n, self._suffix, dh0, dc0)
         return dx, dh0, dc0
 
     def _state(self, state, name, shape):
@@ -96,8 +117,8 @@ class _LSTMBase(Module):
 
     def _repr_args(self):
         args = [str(self.input_size), str(self.hidden_size)]
-        for name, default in (("bias", True), ("batch_first", False), ("forget_bias", 0.0),
-                              ("cell_activation", "tanh")):
+        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
+                              ("bidirectional", False), ("forget_bias", 0.0), ("cell_activation", "tanh")):
             value = getattr(self, name, default)
             if value != default:
                 args.append(f"{name}={value!r}")
@@ -109,26 +130,40 @@ class _LSTMBase(Module):
 
 
 class LSTM(_SequenceIO, _LSTMBase):
-    __doc__ = r"""One LSTM layer over a sequence, shaped like ``torch.nn.LSTM``.
+    __doc__ = r"""A stack of LSTM layers over a sequence, one or both directions, shaped like ``torch.nn.LSTM``.
 
     At each step t, from the input x_t and the previous state (h_{t-1}, c_{t-1}):
     """ + _GATES + r"""
+    Layer 0 reads x; layer k > 0 reads the outputs of layer k - 1 (both directions' h concatenated, forward
+    first), times a dropout mask in training. With ``bidirectional=True`` each layer also runs a reverse direction
+    (its own parameters, suffix ``_reverse``) over the time-reversed sequence, and y holds both directions'
+    h_t side by side: y (T, B, D*H), D = 2 (D = 1 otherwise).
+
     Parameters
     ----------
     input_size, hidden_size : int
         I and H.
+    num_layers : int, default 1
+        L, layers stacked; layer k > 0 has input size D*H.
     bias : bool, default True
-        With ``bias_ih_l0`` and ``bias_hh_l0``; without them the gates have no bias.
+        With ``bias_ih_l{k}`` and ``bias_hh_l{k}``; without them the gates have no bias.
     batch_first : bool, default False
-        x and y are (B, T, .) instead of the time-major (T, B, .). States stay (1, B, H).
+        x and y are (B, T, .) instead of the time-major (T, B, .). States stay (L*D, B, H).
+    dropout : float in [0, 1), default 0.0
+        Probability p of zeroing each input feature of layers 1..L-1 (the outputs of the layer below, not x and not
+        y), with the kept ones scaled by 1/(1-p) (inverted dropout, torch's). Only in training: see Notes. p > 0
+        with num_layers=1 has nothing to drop and warns, as torch does.
+    bidirectional : bool, default False
+        Add a reverse direction to every layer (D = 2).
     dtype : np.float32 (default) or np.float64
         Parameters, outputs, gradients and all arithmetic use this dtype. Input of another real dtype
         (bool, int, float) is converted to it; non-contiguous input is copied; complex, string or object
         input raises TypeError.
     seed : int or None
-        Seed of the initialization U(-1/sqrt(H), 1/sqrt(H)) of every parameter (torch's scheme).
+        Seed of the initialization U(-1/sqrt(H), 1/sqrt(H)) of every parameter (torch's scheme), and of the
+        generator of the dropout masks (drawn after the parameters; each forward in training advances it).
     forget_bias : float, default 0.0
-        Added to the forget-gate block of ``bias_ih_l0`` after initialization (1.0 is the value
+        Added to the forget-gate block of every ``bias_ih_l{k}[_reverse]`` after initialization (1.0 is the value
         Jozefowicz et al. 2015 recommend).
     cell_activation : {"tanh", "relu"}
         act in h_t = o_t * act(c_t).
@@ -141,14 +176,30 @@ class LSTM(_SequenceIO, _LSTMBase):
     ----------
     grads : dict
         Gradients with the keys of ``state_dict()``, added to by every ``backward`` until ``zero_grad()``.
+    training : bool
+        True (default) after ``train()``, False after ``eval()``, as torch's; it only switches dropout.
+    dropout_masks : list of arrays or None
+        The L - 1 masks (in y's layout, values 0 or 1/(1-p) when drawn) that the most recent forward applied, or
+        None when it applied none.
 
     Notes
     -----
-    ``forward`` keeps a tape of what ``backward`` needs (the gate activations, cell states and outputs);
-    inside ``nblstm.no_grad()`` it keeps none. ``backward`` goes back through the most recent forward.
-    Parameter names and shapes are torch's (``weight_ih_l0`` (4H, I), ``weight_hh_l0`` (4H, H),
-    ``bias_ih_l0``, ``bias_hh_l0`` (4H,)), so ``lstm.load_state_dict({k: v.numpy() for k, v in
-    torch_lstm.state_dict().items()})`` reproduces a one-layer ``torch.nn.LSTM``.
+    ``forward`` keeps a tape of what ``backward`` needs (per layer and direction: the gate activations, cell
+    states and outputs); inside ``nblstm.no_grad()`` it keeps none. ``backward`` goes back through the most
+    recent forward. Each layer and direction is one call of the one-layer kernel over the whole sequence; the
+    reverse direction runs it on the time-reversed input and reverses its output (and, in backward, its
+    gradients) back.
+
+    Training vs inference: dropout masks are drawn when ``training`` is True *and* gradients are enabled, i.e.
+    outside ``nblstm.no_grad()``, nblstm's inference mode (so evaluation under ``no_grad()`` never drops);
+    ``eval()`` switches it off with gradients on, as torch's ``eval()``. ``forward(x, state,
+    dropout_masks=masks)`` applies given masks instead, in every mode: the way to repeat a forward exactly (e.g.
+    ``nblstm.gradcheck(lstm, x, dropout_masks=lstm.dropout_masks)``, whose finite-difference forwards run under
+    ``no_grad()``).
+
+    Parameter names and shapes are torch's (``weight_ih_l{k}`` (4H, I or D*H), ``weight_hh_l{k}`` (4H, H),
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4H,), ``_reverse`` for the reverse direction), so ``lstm.load_state_dict({k:
+    v.numpy() for k, v in torch_lstm.state_dict().items()})`` reproduces a ``torch.nn.LSTM`` of the same shape.
 
     On device "cuda", inputs may be NumPy arrays or device arrays; outputs are NumPy arrays unless x (for
     ``forward``) or dy (for ``backward``) is a device array, in which case they stay on the device (time-major
@@ -166,36 +217,143 @@ class LSTM(_SequenceIO, _LSTMBase):
     >>> dx, (dh0, dc0) = lstm.backward(np.ones_like(y))
     >>> dx.shape, sorted(lstm.grads)
     ((7, 2, 3), ['bias_hh_l0', 'bias_ih_l0', 'weight_hh_l0', 'weight_ih_l0'])
+    >>> deep = nblstm.LSTM(3, 5, num_layers=2, bidirectional=True, dropout=0.2, seed=0)
+    >>> y, (h_n, c_n) = deep(x)
+    >>> y.shape, h_n.shape, deep.state_dict()["weight_ih_l1_reverse"].shape
+    ((7, 2, 10), (4, 2, 5), (20, 10))
     """
 
-    _suffix = "_l0"
-
-    def __init__(self, input_size, hidden_size, *, bias=True, batch_first=False, dtype=np.float32, seed=None,
-                 forget_bias=0.0, cell_activation="tanh", device="cpu"):
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, dtype=np.float32, seed=None, forget_bias=0.0, cell_activation="tanh",
+                 device="cpu"):
+        self.num_layers = _checks.positive_int(num_layers, "num_layers")
+        if isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, (int, float, np.integer, np.floating)) \
+                or not 0 <= dropout < 1:
+            raise ValueError(f"dropout: expected a number in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn(f"dropout: dropout is applied between stacked layers (to the inputs of layers 1..L-1), so "
+                          f"dropout={dropout!r} with num_layers=1 drops nothing", UserWarning, stacklevel=2)
+        self.bidirectional = bool(bidirectional)
         self.batch_first = bool(batch_first)
+        self.training = True
+        self._last_masks = None
         super().__init__(input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation, device)
 
-    def forward(self, x, state=None):
-        """x (T, B, I) [batch_first: (B, T, I)], state (h0, c0) each (1, B, H) or None for zeros
-        -> y (T, B, H) [batch_first: (B, T, H)], (h_n, c_n) each (1, B, H)."""
+    def _init_params(self, shapes, rng, bound):
+        super()._init_params(shapes, rng, bound)
+        # The dropout masks' generator, seeded from the initialization's after the parameters are drawn: the
+        # parameters are those of a model without dropout, and a seed gives one sequence of masks.
+        self._dropout_rng = np.random.default_rng(rng.integers(2**62))
+
+    @property
+    def _D(self):
+        return 2 if self.bidirectional else 1
+
+    def _layer_inputs(self):
+        D, H = self._D, self.hidden_size
+        return [(f"_l{k}" + ("_reverse" if d else ""), self.input_size if k == 0 else D * H)
+                for k in range(self.num_layers) for d in range(D)]
+
+    def train(self, mode=True):
+        """Training mode (``training = mode``): dropout on, outside ``nblstm.no_grad()``. Returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Inference mode (``training = False``): no dropout. Returns self."""
+        return self.train(False)
+
+    @property
+    def dropout_masks(self):
+        """The dropout masks the most recent forward applied (NumPy arrays in y's layout), or None."""
+        if self._last_masks is None:
+            return None
+        masks = [backends.to_host(m, copy=True) for m in self._last_masks]
+        return [np.ascontiguousarray(m.transpose(1, 0, 2)) for m in masks] if self.batch_first else masks
+
+    def _masks(self, masks, T, B):
+        """This forward's dropout masks, time-major on the device: the given ones checked, else drawn when
+        training (see Notes), else None."""
+        n, F = self.num_layers - 1, self._D * self.hidden_size
+        if masks is not None:
+            if not isinstance(masks, (list, tuple)) or len(masks) != n:
+                got = f"{len(masks)} of them" if isinstance(masks, (list, tuple)) else type(masks).__name__
+                raise ValueError(f"dropout_masks: expected a list of num_layers - 1 = {n} arrays shaped like y, "
+                                 f"got {got}")
+            return [self._seq(m, f"dropout_masks[{k}]", T, B, F) for k, m in enumerate(masks)]
+        if n == 0 or self.dropout == 0 or not self.training or not is_grad_enabled():
+            return None
+        scale = self.dtype.type(1.0 / (1.0 - self.dropout))
+        return [backends.to_device(self.device, (self._dropout_rng.random((T, B, F)) >= self.dropout)
+                                   .astype(self.dtype) * scale) for _ in range(n)]
+
+    def forward(self, x, state=None, *, dropout_masks=None):
+        """x (T, B, I) [batch_first: (B, T, I)], state (h0, c0) each (L*D, B, H) or None for zeros
+        -> y (T, B, D*H) [batch_first: (B, T, D*H)], (h_n, c_n) each (L*D, B, H); state index k*D + d is layer k,
+        direction d (1: reverse). ``dropout_masks``: L - 1 arrays shaped like y, applied instead of drawn ones."""
         like = x
         x = self._seq(x, "x", None, None, self.input_size)
-        B, H = x.shape[1], self.hidden_size
-        h0, c0 = self._state(state, "state", (1, B, H))
-        y, h_n, c_n = self._forward(x, h0[0], c0[0])
-        return self._out(y, like), (self._host(h_n, like).reshape(1, B, H), self._host(c_n, like).reshape(1, B, H))
+        T, B = x.shape[:2]
+        L, D, H = self.num_layers, self._D, self.hidden_size
+        h0, c0 = self._state(state, "state", (L * D, B, H))
+        masks = self._masks(dropout_masks, T, B)
+        keep = is_grad_enabled()
+        h_n, c_n = self._empty(L * D, B, H), self._empty(L * D, B, H)
+        inp, tapes = x, []
+        for layer in range(L):
+            if layer and masks is not None:
+                inp = backends.multiply(inp, masks[layer - 1])
+            out = self._empty(T, B, D * H) if D == 2 else None
+            for d in range(D):
+                k, s = layer * D + d, f"_l{layer}" + ("_reverse" if d else "")
+                xin = inp
+                if d:                               # the reverse direction reads the sequence backwards
+                    xin = self._empty(*inp.shape)
+                    backends.copy_steps(xin, inp, reverse=True)
+                y, tape = self._layer_forward(xin, h0[k], c0[k], s, h_n[k], c_n[k], keep)
+                tapes.append(tape)
+                if D == 1:
+                    out = y
+                else:                               # ... and its outputs go back in time order, after forward's
+                    backends.copy_steps(out, y, out_col=d * H, reverse=bool(d))
+            inp = out
+        self._tape = (x, tapes, masks) if keep else None
+        self._last_masks = masks
+        # the tape keeps its own y (a one-direction top layer's y is in its tape): user edits can't corrupt backward
+        y = backends.copy(inp) if keep and D == 1 else inp
+        return self._out(y, like), (self._host(h_n, like), self._host(c_n, like))
 
     __call__ = forward
 
     def backward(self, dy, state_grad=None):
-        """dL/dy like y, state_grad (dL/dh_n, dL/dc_n) each (1, B, H) or None for zeros
-        -> dL/dx like x, (dL/dh0, dL/dc0) each (1, B, H). Adds the parameter gradients into ``grads``."""
-        T, B = self._check_tape()[0].shape[:2]
-        like, H = dy, self.hidden_size
-        dy = self._seq(dy, "dy", T, B, H)
-        dh_n, dc_n = self._state(state_grad, "state_grad", (1, B, H))
-        dx, dh0, dc0 = self._backward(dy, dh_n[0], dc_n[0])
-        return self._out(dx, like), (self._host(dh0, like).reshape(1, B, H), self._host(dc0, like).reshape(1, B, H))
+        """dL/dy like y, state_grad (dL/dh_n, dL/dc_n) each (L*D, B, H) or None for zeros
+        -> dL/dx like x, (dL/dh0, dL/dc0) each (L*D, B, H). Adds the parameter gradients into ``grads``."""
+        x, tapes, masks = self._check_tape()
+        T, B = x.shape[:2]
+        L, D, H = self.num_layers, self._D, self.hidden_size
+        like = dy
+        dy = self._seq(dy, "dy", T, B, D * H)
+        dh_n, dc_n = self._state(state_grad, "state_grad", (L * D, B, H))
+        dh0, dc0 = self._empty(L * D, B, H), self._empty(L * D, B, H)
+        dout = dy
+        for layer in reversed(range(L)):            # top layer first
+            dinp = None
+            for d in range(D):
+                k, s = layer * D + d, f"_l{layer}" + ("_reverse" if d else "")
+                dyd = dout
+                if D == 2:                          # this direction's part of dL/dy, in its own time order
+                    dyd = self._empty(T, B, H)
+                    backends.copy_steps(dyd, dout, a_col=d * H, n=H, reverse=bool(d))
+                dx = self._layer_backward(tapes[k], dyd, dh_n[k], dc_n[k], s, dh0[k], dc0[k])
+                if d == 0:
+                    dinp = dx
+                else:                               # both directions read the same input: their gradients add
+                    backends.copy_steps(dinp, dx, reverse=True, accumulate=True)
+            if layer and masks is not None:
+                dinp = backends.multiply(dinp, masks[layer - 1])
+            dout = dinp
+        return self._out(dout, like), (self._host(dh0, like), self._host(dc0, like))
 
 
 class LSTMCell(_LSTMBase):

@@ -6,8 +6,8 @@ never imports numba.cuda. The oracle, :mod:`nblstm.reference`, is plain NumPy wi
 tests and benchmarks compare each target against it.
 
 Arrays of device "cpu" are NumPy arrays; of device "cuda", numba-cuda device arrays. ``empty``, ``zeros`` and
-``to_device`` make arrays for a device; ``to_host``, ``copy``, ``copy_into``, ``add_into`` and ``fill_zeros`` work
-on an array of either kind.
+``to_device`` make arrays for a device; ``to_host``, ``copy``, ``copy_into``, ``add_into``, ``fill_zeros``,
+``copy_steps`` and ``multiply`` work on an array of either kind.
 """
 import importlib
 import importlib.util
@@ -108,6 +108,30 @@ def fill_zeros(a):
         kernels("cuda").fill_zeros(a)
     else:
         a[...] = 0
+
+
+def copy_steps(out, a, out_col=0, a_col=0, n=None, reverse=False, accumulate=False):
+    """out[t, :, out_col:out_col + n] = a[t', :, a_col:a_col + n] (+= when `accumulate`), t' = T-1-t when `reverse`
+    else t, for out and a (T, B, .) on one device (n: all of a's last axis). A reverse-direction layer's time
+    reversal, and the concatenation and split of the two directions' features (nblstm.LSTM)."""
+    n = a.shape[2] - a_col if n is None else n
+    if is_device_array(out):
+        kernels("cuda").copy_steps(out, a, out_col, a_col, n, int(bool(reverse)), int(bool(accumulate)))
+        return
+    src = (a[::-1] if reverse else a)[:, :, a_col:a_col + n]
+    if accumulate:
+        out[:, :, out_col:out_col + n] += src
+    else:
+        out[:, :, out_col:out_col + n] = src
+
+
+def multiply(a, m):
+    """A new array a * m (same shape, one device): a dropout mask applied."""
+    if not is_device_array(a):
+        return a * m
+    out = kernels("cuda").empty(a.shape, a.dtype)
+    kernels("cuda").mul(out.reshape(1, out.size), a.reshape(1, a.size), m.reshape(1, m.size))
+    return out
 
 
 def as_array(device, a, name, dtype, shape, axes=None):

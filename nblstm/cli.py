@@ -58,7 +58,8 @@ TRAIN_DEFAULTS = {
 
 
 def _cores():
-    """--model name -> factory(input_size, hidden_size, *, seed, dtype, device, forget_bias) of the recurrent core."""
+    """--model name -> factory(input_size, hidden_size, *, seed, dtype, device, forget_bias, num_layers) of the
+    recurrent core."""
     from nblstm.tasks import lstm_core, rnn_core
     return {"lstm": lstm_core, "rnn": rnn_core}
 
@@ -93,17 +94,13 @@ def _train(args):
     for k, v in TRAIN_DEFAULTS[args.task].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    if args.layers != 1:
-        print(f"train: --layers {args.layers}: stacked layers are not built yet (nblstm.LSTM is one layer); "
-              "use --layers 1", file=sys.stderr)
-        return 2
     try:
         task, task_args = _make_task(args)
         fb = task.forget_bias if args.forget_bias is None else args.forget_bias
         factory = _cores()[args.model]
 
         def core(i, h, **kw):
-            return factory(i, h, forget_bias=fb, **kw)
+            return factory(i, h, forget_bias=fb, num_layers=args.layers, **kw)
         model = task.make_model(args.hidden_size, seed=args.seed, dtype=np.dtype(args.dtype), device=args.device,
                                 core=core)
         optimizer = _make_optimizer(args, model)
@@ -201,7 +198,7 @@ def main(argv=None):
     t.add_argument("--model", choices=["lstm", "rnn"], default="lstm",
                    help="the recurrent core: lstm, or rnn (vanilla Elman RNN, tanh; the long-lag baseline)")
     t.add_argument("--hidden-size", type=int, help="H (task default)")
-    t.add_argument("--layers", type=int, default=1, help="only 1: stacked layers are not built yet")
+    t.add_argument("--layers", type=int, default=1, help="stacked LSTM layers (num_layers; default 1)")
     t.add_argument("--lr", type=float, help="learning rate (task default)")
     t.add_argument("--steps", type=int, help="maximum number of training steps (batches)")
     t.add_argument("--batch-size", type=int)

@@ -34,7 +34,7 @@ F64 = re.compile(r"\.f64\b|%fd\d")     # float64 instructions, conversions to/fr
 
 def signature(kernel, dt):
     """Argument types of a launch of `kernel` with arrays of dtype dt (C-contiguous) and int64 flags."""
-    a1, a2, i = types.Array(dt, 1, "C"), types.Array(dt, 2, "C"), types.int64
+    a1, a2, a3, i = types.Array(dt, 1, "C"), types.Array(dt, 2, "C"), types.Array(dt, 3, "C"), types.int64
     n1 = types.Array(types.int64, 1, "C")      # lengths
     return {
         "rnn_cell_forward": (a2, a2, a2, a1, n1, i, i),
@@ -46,6 +46,8 @@ def signature(kernel, dt):
         "add_bias": (a2, a1),
         "add": (a2, a2),
         "add_column_sums": (a1, a2),
+        "copy_steps": (a3, a3, i, i, i, i, i),
+        "mul": (a2, a2, a2),
         "canary": (a1, a1),
     }[kernel.__name__]
 

@@ -63,9 +63,15 @@ def test_resume_without_a_checkpoint_starts_fresh(tmp_path, capsys):
     assert "starting at step 0" in capsys.readouterr().out and path.exists()
 
 
-def test_layers_and_device_errors(capsys):
-    assert main(QUICK + ["--steps", "5", "--layers", "2"]) == 2
-    assert "stacked layers are not built yet" in capsys.readouterr().err
+def test_layers_and_device_errors(capsys, tmp_path):
+    path = tmp_path / "two.npz"
+    assert main(QUICK + ["--steps", "5", "--layers", "2", "--checkpoint", str(path)]) == 1     # runs, unsolved
+    assert "LSTM(2, 8, num_layers=2" in capsys.readouterr().out
+    assert "core.weight_ih_l1" in nblstm.io.read(path)["models"]["model"]
+    assert main(QUICK + ["--steps", "5", "--layers", "0"]) == 2
+    assert "num_layers: expected a positive integer, got 0" in capsys.readouterr().err
+    assert main(QUICK + ["--steps", "5", "--layers", "2", "--model", "rnn"]) == 2
+    assert "num_layers: the vanilla RNN core is one layer" in capsys.readouterr().err
     assert main(QUICK + ["--steps", "5", "--device", "tpu"]) == 2
     assert "device" in capsys.readouterr().err
 

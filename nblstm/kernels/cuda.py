@@ -320,9 +320,37 @@ def add_column_sums(db, dG):
         db[n] += acc
 
 
+# Stacked and bidirectional LSTM (nblstm/_lstm.py composes one-layer kernel calls; nblstm.backends calls these).
+@_launch(lambda out, a, out_col, a_col, n, reverse, accumulate: _pointwise(a.shape[0] * a.shape[1] * n))
+def copy_steps(out, a, out_col, a_col, n, reverse, accumulate):
+    """out[t, :, out_col:out_col + n] (+)= a[T-1-t if reverse else t, :, a_col:a_col + n]; out, a (T, B, .)."""
+    T = a.shape[0]
+    B = a.shape[1]
+    k = cuda.grid(1)                            # one thread per (t, b, j), j fastest: coalesced rows
+    if k < T * B * n:
+        j = k % n
+        r = k // n
+        b = r % B
+        t = r // B
+        s = T - 1 - t if reverse else t
+        if accumulate:
+            out[t, b, out_col + j] += a[s, b, a_col + j]
+        else:
+            out[t, b, out_col + j] = a[s, b, a_col + j]
+
+
+@_launch(lambda out, a, m: _pointwise(out.shape[0] * out.shape[1]))
+def mul(out, a, m):
+    """out (R, N) = a (R, N) * m (R, N), elementwise (a dropout mask)."""
+    R, N = out.shape
+    k = cuda.grid(1)
+    if k < R * N:
+        out[k // N, k % N] = a[k // N, k % N] * m[k // N, k % N]
+
+
 # Every kernel, in file order: the PTX check (tests/test_ptx.py) compiles each for float32 and float64.
 KERNELS = (cell_forward, cell_backward, rnn_cell_forward, rnn_cell_backward, copy_running_rows, gemm, add_bias,
-           add, add_column_sums)
+           add, add_column_sums, copy_steps, mul)
 
 
 # Arrays on the device; nblstm.backends calls these for device="cuda".

@@ -14,18 +14,22 @@ from .._layers import Embedding, Linear, SequenceModel
 Batch = collections.namedtuple("Batch", "x target mask reset")
 
 
-def lstm_core(input_size, hidden_size, *, seed=None, dtype=np.float32, device="cpu", forget_bias=1.0):
-    """The default recurrent core: one nblstm.LSTM layer, forget-gate bias 1 unless told (Jozefowicz et al.
-    2015); tasks with long lags ask for more (see ``Task.forget_bias``).
+def lstm_core(input_size, hidden_size, *, seed=None, dtype=np.float32, device="cpu", forget_bias=1.0, num_layers=1):
+    """The default recurrent core: an nblstm.LSTM of `num_layers` stacked layers (one unless told), forget-gate bias
+    1 unless told (Jozefowicz et al. 2015); tasks with long lags ask for more (see ``Task.forget_bias``).
 
     """
     from .._lstm import LSTM
-    return LSTM(input_size, hidden_size, seed=seed, dtype=dtype, forget_bias=forget_bias, device=device)
+    return LSTM(input_size, hidden_size, num_layers=num_layers, seed=seed, dtype=dtype, forget_bias=forget_bias,
+                device=device)
 
 
-def rnn_core(input_size, hidden_size, *, seed=None, dtype=np.float32, device="cpu", forget_bias=None):
+def rnn_core(input_size, hidden_size, *, seed=None, dtype=np.float32, device="cpu", forget_bias=None, num_layers=1):
     """A vanilla (Elman, tanh) nblstm.RNN layer, the baseline of the long-lag tasks; it has no forget gate, so
-    `forget_bias` is ignored."""
+    `forget_bias` is ignored. One layer only: other `num_layers` raise ValueError."""
+    if num_layers != 1:
+        raise ValueError(f"num_layers: the vanilla RNN core is one layer (nblstm.RNN does not stack), "
+                         f"got {num_layers!r}")
     from .._rnn import RNN
     return RNN(input_size, hidden_size, seed=seed, dtype=dtype, device=device)
 

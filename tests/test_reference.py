@@ -5,25 +5,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nblstm import reference as R
+from _training_fd import numeric_grad
 from nblstm import testing
-
-
-def _numeric_grad(f, arr, eps=1e-6):
-    g = np.empty_like(arr)
-    for idx in np.ndindex(arr.shape):
-        orig = arr[idx]
-        arr[idx] = orig + eps
-        plus = f()
-        arr[idx] = orig - eps
-        minus = f()
-        arr[idx] = orig
-        g[idx] = (plus - minus) / (2 * eps)
-    return g
 
 
 def _assert_grads(analytic, tensors, loss):
     for name, arr in tensors.items():
-        num = _numeric_grad(loss, arr)
+        num = numeric_grad(loss, arr)
         scale = max(np.abs(num).max(), 1e-12)
         assert np.abs(analytic[name] - num).max() / scale < 1e-6, name
 

@@ -18,10 +18,9 @@ import statistics
 import sys
 import time
 
-DEFAULT_SHAPES = [
-    # the CPU benchmark's shapes
-    (100, 1, 32, 32), (1000, 1, 32, 32), (100, 16, 64, 64), (100, 32, 128, 128), (100, 64, 256, 256),
-    (50, 64, 512, 512),
+from _common import DEFAULT_SHAPES as CPU_SHAPES, shape_arg  # noqa: E402
+
+DEFAULT_SHAPES = CPU_SHAPES + [
     # larger: batch 1..256, hidden 128..1024
     (100, 1, 128, 128), (100, 1, 1024, 1024), (100, 16, 256, 256), (100, 64, 512, 512), (100, 128, 512, 512),
     (100, 256, 256, 256), (100, 256, 1024, 1024), (50, 128, 1024, 1024),
@@ -29,21 +28,11 @@ DEFAULT_SHAPES = [
 NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 
 
-def _shape(text):
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 4 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected T,B,I,H (four positive integers), got {text!r}")
-    return shape
-
-
 def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 20, --quick 5)")
     p.add_argument("--quick", action="store_true", help="fewer repeats and warm-ups")
-    p.add_argument("--shapes", type=_shape, nargs="+", default=DEFAULT_SHAPES, metavar="T,B,I,H")
+    p.add_argument("--shapes", type=shape_arg, nargs="+", default=DEFAULT_SHAPES, metavar="T,B,I,H")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.repeats is None:

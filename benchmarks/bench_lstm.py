@@ -12,18 +12,7 @@ import argparse
 import os
 import sys
 
-DEFAULT_SHAPES = [(100, 1, 32, 32), (1000, 1, 32, 32), (100, 16, 64, 64), (100, 32, 128, 128),
-                  (100, 64, 256, 256), (50, 64, 512, 512)]
-
-
-def _shape(text):
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 4 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected T,B,I,H (four positive integers), got {text!r}")
-    return shape
+from _common import DEFAULT_SHAPES, shape_arg  # noqa: E402
 
 
 def _parse(argv):
@@ -32,7 +21,7 @@ def _parse(argv):
     p.add_argument("--repeats", type=int, default=None,
                    help="timed runs per measurement (default 20, --quick 5; fewer for long runs, at least 4)")
     p.add_argument("--quick", action="store_true", help="fewer repeats and warm-ups")
-    p.add_argument("--shapes", type=_shape, nargs="+", default=DEFAULT_SHAPES, metavar="T,B,I,H")
+    p.add_argument("--shapes", type=shape_arg, nargs="+", default=DEFAULT_SHAPES, metavar="T,B,I,H")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.threads < 1:

@@ -116,17 +116,8 @@ class _LSTMBase(Module):
         return tuple(self._as(a, f"{name}[{k}]", shape) for k, a in enumerate(state))
 
     def _repr_args(self):
-        args = [str(self.input_size), str(self.hidden_size)]
-        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
-                              ("bidirectional", False), ("forget_bias", 0.0), ("cell_activation", "tanh")):
-            value = getattr(self, name, default)
-            if value != default:
-                args.append(f"{name}={value!r}")
-        if self.dtype != np.float32:
-            args.append(f"dtype={self.dtype.name}")
-        if self.device != "cpu":
-            args.append(f"device={self.device!r}")
-        return args
+        return self._sizes_repr((("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
+                                 ("bidirectional", False), ("forget_bias", 0.0), ("cell_activation", "tanh")))
 
 
 class LSTM(_SequenceIO, _LSTMBase):

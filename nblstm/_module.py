@@ -86,6 +86,18 @@ class Module:
     def _repr_args(self):
         return []
 
+    def _sizes_repr(self, defaults):
+        """repr arguments of a recurrent layer: its two sizes, then each (name, default) of `defaults` whose value
+        differs, then dtype and device when not float32 and cpu (torch's style: only what was changed)."""
+        args = [str(self.input_size), str(self.hidden_size)]
+        args += [f"{name}={getattr(self, name, default)!r}" for name, default in defaults
+                 if getattr(self, name, default) != default]
+        if self.dtype != np.float32:
+            args.append(f"dtype={self.dtype.name}")
+        if self.device != "cpu":
+            args.append(f"device={self.device!r}")
+        return args
+
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(self._repr_args())})"
 

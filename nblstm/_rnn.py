@@ -119,12 +119,4 @@ class RNN(_SequenceIO, Module):
         return self._out(dx, like), self._host(dh0, like).reshape(1, B, H)
 
     def _repr_args(self):
-        args = [str(self.input_size), str(self.hidden_size)]
-        for name, default in (("nonlinearity", "tanh"), ("bias", True), ("batch_first", False)):
-            if getattr(self, name) != default:
-                args.append(f"{name}={getattr(self, name)!r}")
-        if self.dtype != np.float32:
-            args.append(f"dtype={self.dtype.name}")
-        if self.device != "cpu":
-            args.append(f"device={self.device!r}")
-        return args
+        return self._sizes_repr((("nonlinearity", "tanh"), ("bias", True), ("batch_first", False)))

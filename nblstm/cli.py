@@ -43,6 +43,7 @@ def _bench(args, rest):
               file=sys.stderr)
         return 2
     sys.argv = [script, *rest]
+    sys.path.insert(0, os.path.dirname(script))    # as `python script` would: its helpers import
     runpy.run_path(script, run_name="__main__")
     return 0
 

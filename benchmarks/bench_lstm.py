@@ -1,4 +1,5 @@
-"""nblstm vs torch.nn.LSTM on the CPU: one layer, float32, same weights, same thread count, one process.
+"""nblstm vs torch.nn.LSTM on the CPU: float32, same weights, same thread count, one process (one layer unless
+--layers / --bidirectional).
 
     python benchmarks/bench_lstm.py [--threads 2] [--repeats 20] [--quick] [--shapes 100,1,32,32 ...]
 
@@ -23,6 +24,8 @@ def _parse(argv):
     p.add_argument("--quick", action="store_true", help="fewer repeats and warm-ups")
     p.add_argument("--shapes", type=shape_arg, nargs="+", default=DEFAULT_SHAPES, metavar="T,B,I,H")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", type=int, default=1, help="num_layers of both LSTMs (default 1)")
+    p.add_argument("--bidirectional", action="store_true", help="bidirectional LSTMs")
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error(f"--threads: expected a positive integer, got {args.threads}")
@@ -51,20 +54,17 @@ try:
 except ImportError:
     torch = None
 
-NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
-
-
-def flops(T, B, I, H):
-    """GEMM FLOPs of (forward, forward + backward)."""
-    f = 2 * T * B * 4 * H * (I + H)
+def flops(T, B, I, H, L=1, D=1):
+    """GEMM FLOPs of (forward, forward + backward) of L layers, D directions (layers above the first read D*H)."""
+    f = D * 2 * T * B * 4 * H * ((I + H) + (L - 1) * (D * H + H))
     return f, 3 * f
 
 
 class Nb:
     """nblstm side of one shape."""
 
-    def __init__(self, I, H, state_dict, x, h0, c0, dy):
-        self.lstm = nblstm.LSTM(I, H, dtype=np.float32)
+    def __init__(self, I, H, L, D, state_dict, x, h0, c0, dy):
+        self.lstm = nblstm.LSTM(I, H, num_layers=L, bidirectional=D == 2, dtype=np.float32)
         self.lstm.load_state_dict(state_dict)
         self.x, self.state, self.dy = x, (h0, c0), dy
 
@@ -80,15 +80,15 @@ class Nb:
         y, (h, c) = self.forward()
         dx, (dh0, dc0) = self.forward_backward()
         out = dict(y=y, h_n=h, c_n=c, x=dx, h0=dh0, c0=dc0)
-        out.update({k: self.lstm.grads[k].copy() for k in NAMES})
+        out.update({k: g.copy() for k, g in self.lstm.grads.items()})
         return out
 
 
 class Torch:
     """torch.nn.LSTM side of one shape."""
 
-    def __init__(self, I, H, x, h0, c0, dy):
-        self.lstm = torch.nn.LSTM(I, H)
+    def __init__(self, I, H, L, D, x, h0, c0, dy):
+        self.lstm = torch.nn.LSTM(I, H, num_layers=L, bidirectional=D == 2)
         self.x, self.h0, self.c0 = (torch.from_numpy(a).requires_grad_() for a in (x, h0, c0))
         self.dy = torch.from_numpy(dy)
 
@@ -113,15 +113,13 @@ class Torch:
         return {k: v.detach().numpy() for k, v in out.items()}
 
 
-def reference_results(state_dict, x, h0, c0, dy):
+def reference_results(state_dict, L, D, x, h0, c0, dy):
     """The NumPy oracle in float64 (used when torch is missing)."""
     R, f64 = nblstm.reference, lambda a: np.asarray(a, np.float64)
     p = {k: f64(v) for k, v in state_dict.items()}
-    y, h, c, caches = R.lstm_forward(f64(x), f64(h0[0]), f64(c0[0]), p["weight_ih_l0"], p["weight_hh_l0"],
-                                     p["bias_ih_l0"], p["bias_hh_l0"])
-    g = R.lstm_backward(f64(dy), np.zeros_like(h), np.zeros_like(c), caches)
-    return dict(y=y, h_n=h[None], c_n=c[None], x=g["x"], h0=g["h"][None], c0=g["c"][None],
-                weight_ih_l0=g["w_ih"], weight_hh_l0=g["w_hh"], bias_ih_l0=g["b_ih"], bias_hh_l0=g["b_hh"])
+    y, h, c, caches = R.stacked_lstm_forward(f64(x), f64(h0), f64(c0), p, L, D == 2)
+    g = R.stacked_lstm_backward(f64(dy), np.zeros_like(h), np.zeros_like(c), caches)
+    return dict(y=y, h_n=h, c_n=c, **g)
 
 
 def check(got, want, tol=1e-4):
@@ -163,26 +161,25 @@ def timed(fns, repeats, warmup, budget_s):
 
 def bench_shape(shape, args):
     T, B, I, H = shape
+    L, D = args.layers, 2 if args.bidirectional else 1
     rng = np.random.default_rng(args.seed)
     x = rng.standard_normal((T, B, I), dtype=np.float32)
-    h0, c0 = (0.5 * rng.standard_normal((1, B, H), dtype=np.float32) for _ in range(2))
-    dy = rng.standard_normal((T, B, H), dtype=np.float32)
+    h0, c0 = (0.5 * rng.standard_normal((L * D, B, H), dtype=np.float32) for _ in range(2))
+    dy = rng.standard_normal((T, B, D * H), dtype=np.float32)
     if torch is not None:
         torch.manual_seed(args.seed)
-        th = Torch(I, H, x, h0, c0, dy)
-        nb = Nb(I, H, th.state_dict(), x, h0, c0, dy)
+        th = Torch(I, H, L, D, x, h0, c0, dy)
+        nb = Nb(I, H, L, D, th.state_dict(), x, h0, c0, dy)
         err = check(nb.results(), th.results())
     else:
-        bound = 1.0 / np.sqrt(H)
-        sd = {"weight_ih_l0": (4 * H, I), "weight_hh_l0": (4 * H, H), "bias_ih_l0": (4 * H,), "bias_hh_l0": (4 * H,)}
-        sd = {k: rng.uniform(-bound, bound, s).astype(np.float32) for k, s in sd.items()}
-        nb = Nb(I, H, sd, x, h0, c0, dy)
-        err = check(nb.results(), reference_results(sd, x, h0, c0, dy))
+        sd = nblstm.LSTM(I, H, num_layers=L, bidirectional=D == 2, seed=args.seed).state_dict()
+        nb = Nb(I, H, L, D, sd, x, h0, c0, dy)
+        err = check(nb.results(), reference_results(sd, L, D, x, h0, c0, dy))
     fns = [nb.forward, nb.forward_backward] + ([th.forward, th.forward_backward] if torch is not None else [])
     warmup, budget = (1, 3.0) if args.quick else (3, 12.0)      # seconds of timed runs per shape and mode
     fwd, n_fwd = timed(fns[0::2], args.repeats, warmup, budget / 3)
     fb, n_fb = timed(fns[1::2], args.repeats, warmup, 2 * budget / 3)
-    return dict(shape=shape, err=err, repeats=(n_fwd, n_fb), flops=flops(T, B, I, H), fwd=fwd, fb=fb)
+    return dict(shape=shape, err=err, repeats=(n_fwd, n_fb), flops=flops(T, B, I, H, L, D), fwd=fwd, fb=fb)
 
 
 def _blas_pools():
@@ -202,7 +199,8 @@ def main(args):
     if torch is not None:
         torch.set_num_threads(args.threads)
         print(f"nblstm {nblstm.__version__} (numba {numba.__version__}, numpy {np.__version__}) vs torch "
-              f"{torch.__version__}, float32, {args.threads} thread(s)")
+              f"{torch.__version__}, float32, {args.threads} thread(s), num_layers={args.layers}, "
+              f"bidirectional={args.bidirectional}")
     else:
         print(f"nblstm {nblstm.__version__} (numba {numba.__version__}, numpy {np.__version__}), float32, "
               f"{args.threads} thread(s)")

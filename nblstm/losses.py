@@ -43,6 +43,18 @@ def _reduction(reduction):
     return reduction
 
 
+def _reduce(total, norm, grad, reduction):
+    """(loss, dloss) from the summed loss `total`, the weight `norm` of a mean and the summed gradient `grad`,
+    scaled in grad's dtype: mean divides by norm, sum keeps both; zero weight gives (0.0, zeros)."""
+    if _reduction(reduction) == "sum":
+        norm = 1
+    if norm == 0:
+        return 0.0, np.zeros_like(grad)
+    scale = grad.dtype.type(1) / grad.dtype.type(norm)
+    grad *= scale
+    return float(total * scale), grad
+
+
 def log_softmax(logits):
     """log softmax over the last axis, stable: z - max(z) - log(sum(exp(z - max(z))))."""
     z = logits - logits.max(axis=-1, keepdims=True)
@@ -102,13 +114,7 @@ def softmax_cross_entropy(logits, target, mask=None, *, reduction="mean"):
     else:
         total, norm = (w * nll).sum(), w.sum()
         grad *= w[..., None]
-    if _reduction(reduction) == "sum":
-        norm = 1
-    if norm == 0:
-        return 0.0, np.zeros_like(grad)
-    scale = z.dtype.type(1) / z.dtype.type(norm)
-    grad *= scale
-    return float(total * scale), grad
+    return _reduce(total, norm, grad, reduction)
 
 
 def mse(pred, target, mask=None, *, reduction="mean"):
@@ -150,10 +156,4 @@ def mse(pred, target, mask=None, *, reduction="mean"):
         total, norm, grad = (diff * diff).sum(), diff.size, 2 * diff
     else:
         total, norm, grad = (w * diff * diff).sum(), w.sum(), 2 * w * diff
-    if _reduction(reduction) == "sum":
-        norm = 1
-    if norm == 0:
-        return 0.0, np.zeros_like(p)
-    scale = p.dtype.type(1) / p.dtype.type(norm)
-    grad *= scale
-    return float(total * scale), grad
+    return _reduce(total, norm, grad, reduction)

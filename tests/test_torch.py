@@ -12,6 +12,8 @@ from nblstm import testing
 
 torch = pytest.importorskip("torch")
 
+from _torch_check import assert_lstm_matches_torch  # noqa: E402
+
 
 @given(testing.lstm_shapes(8, 4, 8, 8), st.booleans(), st.booleans(), testing.seeds())
 def test_lstm_matches_torch(shape, batch_first, bias, seed):
@@ -22,18 +24,7 @@ def test_lstm_matches_torch(shape, batch_first, bias, seed):
     ours.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
     xs = (B, T, I) if batch_first else (T, B, I)
     x, h0, c0 = (testing.random_array(s, np.float64, seed + k) for k, s in enumerate([xs, (1, B, H), (1, B, H)]))
-    tx, th0, tc0 = (torch.tensor(a, requires_grad=True) for a in (x, h0, c0))
-    ty, (th, tc) = ref(tx, (th0, tc0))
-    y, (h, c) = ours(x, (h0, c0))
-    for name, a, b in (("y", y, ty), ("h_n", h, th), ("c_n", c, tc)):
-        testing.assert_close(a, b.detach().numpy(), np.float64, name)
-    dy, dh, dc = (testing.random_array(a.shape, np.float64, seed + 5 + k) for k, a in enumerate((y, h, c)))
-    torch.autograd.backward([ty, th, tc], [torch.tensor(dy), torch.tensor(dh), torch.tensor(dc)])
-    dx, (dh0, dc0) = ours.backward(dy, (dh, dc))
-    for name, a, b in (("dx", dx, tx), ("dh0", dh0, th0), ("dc0", dc0, tc0)):
-        testing.assert_close(a, b.grad.numpy(), np.float64, name)
-    for name, p in ref.named_parameters():
-        testing.assert_close(ours.grads[name], p.grad.numpy(), np.float64, name)
+    assert_lstm_matches_torch(ours, ref, x, h0, c0, seed)
 
 
 def test_lstm_cell_matches_torch_float32():

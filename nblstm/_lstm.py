@@ -9,17 +9,20 @@ from ._grad import is_grad_enabled
 from ._module import Module, _SequenceIO
 from .kernels._math import ACTIVATIONS
 
+_PEEPHOLES = ("ci", "cf", "co")   # weight_ci, weight_cf, weight_co: the input, forget and output gates' peepholes
+
 _GATES = r"""
     .. math::
 
-        i_t &= \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi}) \\
-        f_t &= \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf}) \\
+        i_t &= \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi} + w_{ci} \odot c_{t-1}) \\
+        f_t &= \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf} + w_{cf} \odot c_{t-1}) \\
         g_t &= \tanh(W_{ig} x_t + b_{ig} + W_{hg} h_{t-1} + b_{hg}) \\
-        o_t &= \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho}) \\
         c_t &= f_t \odot c_{t-1} + i_t \odot g_t \\
-        h_t &= o_t \odot \mathrm{act}(c_t)
+        o_t &= \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho} + w_{co} \odot c_t) \\
+        h_t &= o_t \odot \mathrm{act}(c_t) \quad (\text{with a projection: } h_t = W_{hr} (o_t \odot \mathrm{act}(c_t)))
 
-    with act = tanh (default) or relu, and the gate blocks stacked i, f, g, o in the weights.
+    with act = tanh (default) or relu, the gate blocks stacked i, f, g, o in the weights, and the peephole terms
+    (w_ci, w_cf, w_co, per-unit weights; Gers & Schmidhuber 2000) only with ``peephole=True``.
 """
 
 
@@ -28,9 +31,16 @@ class _LSTMBase(Module):
 
     _suffix = ""
 
-    def __init__(self, input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation, device):
+    def __init__(self, input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation, device, peephole,
+                 proj_size=0):
         self.input_size = _checks.positive_int(input_size, "input_size")
         self.hidden_size = _checks.positive_int(hidden_size, "hidden_size")
+        if isinstance(proj_size, (bool, np.bool_)) or not isinstance(proj_size, (int, np.integer)) \
+                or not 0 <= proj_size < self.hidden_size:
+            raise ValueError(f"proj_size: expected an integer in 0..hidden_size - 1 = {self.hidden_size - 1} "
+                             f"(0: no projection), got {proj_size!r}")
+        self.proj_size = int(proj_size)
+        self.peephole = bool(peephole)
         self.bias = bool(bias)
         self.dtype = _checks.as_float_dtype(dtype)
         if isinstance(forget_bias, (bool, np.bool_)) or not isinstance(forget_bias, (int, float, np.floating, np.integer)) \
@@ -39,12 +49,16 @@ class _LSTMBase(Module):
         self.forget_bias = float(forget_bias)
         self.cell_activation = _checks.choice(cell_activation, "cell_activation", ACTIVATIONS)
         self._act = ACTIVATIONS.index(cell_activation)
-        H = self.hidden_size
+        H, P = self.hidden_size, self._P
         shapes = {}
-        for s, n_in in self._layer_inputs():       # torch's order: l0, l0_reverse, l1, ...
-            shapes.update({f"weight_ih{s}": (4 * H, n_in), f"weight_hh{s}": (4 * H, H)})
+        for s, n_in in self._layer_inputs():       # torch's order: l0, l0_reverse, l1, ...; peepholes last
+            shapes.update({f"weight_ih{s}": (4 * H, n_in), f"weight_hh{s}": (4 * H, P)})
             if self.bias:
                 shapes.update({f"bias_ih{s}": (4 * H,), f"bias_hh{s}": (4 * H,)})
+            if self.proj_size:
+                shapes[f"weight_hr{s}"] = (P, H)
+            if self.peephole:
+                shapes.update({f"weight_{k}{s}": (H,) for k in _PEEPHOLES})
         self._init_params(shapes, np.random.default_rng(seed), 1.0 / math.sqrt(H))
         if self.bias:
             for s, _ in self._layer_inputs():
@@ -53,6 +67,11 @@ class _LSTMBase(Module):
             raise ValueError(f"device: expected one of {', '.join(map(repr, backends.TARGETS))}, got {device!r}")
         self._tape = None
         self.to(device)
+
+    @property
+    def _P(self):
+        """The size of h: proj_size with a projection, else hidden_size."""
+        return self.proj_size or self.hidden_size
 
     def _layer_inputs(self):
         """(suffix, input size) of every layer-direction, in torch's parameter order; one for a cell."""
@@ -65,59 +84,70 @@ class _LSTMBase(Module):
         backends.add_into(b, self._params[f"bias_hh{s}"])
         return b
 
-    def _layer_forward(self, x, h0, c0, s, h_n, c_n, keep):
-        """Layer-direction `s` (parameter suffix) over x (T, B, I) from h0, c0 (B, H): one kernel call; writes
-        h_n, c_n (B, H) -> y (T, B, H) and its tape (None unless keep)."""
+    def _peepholes(self, s):
+        """(3, H): the rows w_ci, w_cf, w_co of layer-direction `s`, or zeros without peepholes (the same math)."""
+        wp = backends.zeros(self.device, (3, self.hidden_size), self.dtype)
+        if self.peephole:
+            for k, name in enumerate(_PEEPHOLES):
+                backends.copy_into(wp[k], self._params[f"weight_{name}{s}"])
+        return wp
+
+    def _w_hr(self, arrays, s):
+        """weight_hr of `s` from `arrays` (params or grads), or a (0, H) array: no projection."""
+        return arrays[f"weight_hr{s}"] if self.proj_size else self._empty(0, self.hidden_size)
+
+    def _layer_forward(self, x, h0, c0, s, h_n, c_n, keep, lens):
+        """Layer-direction `s` (parameter suffix) over x (T, B, I) from h0 (B, P), c0 (B, H), sequence b running
+        lens[b] steps: one kernel call; writes h_n, c_n -> y (T, B, P) and its tape (None unless keep)."""
         T, B, _ = x.shape
-        H, p = self.hidden_size, self._params
-        y, G = self._empty(T, B, H), self._empty(T, B, 4 * H)
+        H, P, p = self.hidden_size, self._P, self._params
+        y, G = self._empty(T, B, P), self._empty(T, B, 4 * H)
         C, TC = self._empty(T if keep else 1, B, H), self._empty(T if keep else 1, B, H)
-        self._kernels.lstm_forward(y, h_n, c_n, G, C, TC, self._empty(B, 4 * H), x, h0, c0,
-                                   p[f"weight_ih{s}"], p[f"weight_hh{s}"], self._bias(s), self._act)
-        return y, ((x, h0, c0, G, C, TC, y) if keep else None)
+        M = self._empty(T if keep else 1, B, H) if self.proj_size else y
+        self._kernels.lstm_forward(y, h_n, c_n, G, C, TC, M, self._empty(B, 4 * H), x, h0, c0,
+                                   p[f"weight_ih{s}"], p[f"weight_hh{s}"], self._bias(s), self._peepholes(s),
+                                   self._w_hr(p, s), lens, self._act)
+        return y, ((x, h0, c0, G, C, TC, M, y, lens) if keep else None)
 
     def _layer_backward(self, tape, dy, dh_n, dc_n, s, dh0, dc0):
-        """BPTT through layer-direction `s` from its tape: dy (T, B, H), dh_n, dc_n (B, H) in; writes dh0, dc0
-        (B, H) -> dx (T, B, I); adds into grads."""
-        x, h0, c0, G, C, TC, y = tape
-        p, g = self._params, self.grads
-        db = backends.zeros(self.device, (4 * self.hidden_size,), self.dtype)
+        """BPTT through layer-direction `s` from its tape: dy (T, B, P), dh_n (B, P), dc_n (B, H) in; writes dh0, dc0
+        -> dx (T, B, I); adds into grads."""
+        x, h0, c0, G, C, TC, M, y, lens = tape
+        T, B, _ = x.shape
+        H, P, p, g = self.hidden_size, self._P, self._params, self.grads
+        db = backends.zeros(self.device, (4 * H,), self.dtype)
+        dwp = backends.zeros(self.device, (3 if self.peephole else 0, H), self.dtype)
+        n = T if self.proj_size else 0              # the projection's scratch
         dx = self._empty(*x.shape)
-        self._kernels.lstm_backward(dx, dh0, dc0, g[f"weight_ih{s}"], g[f"weight_hh{s}"], db, self._empty(*G.shape),
-                                    dy, dh_n, dc_n, x, h0, c0, p[f"weight_ih{s}"], p[f"weight_hh{s}"],
-                                    G, C, TC, y, self._act)
+        self._kernels.lstm_backward(dx, dh0, dc0, g[f"weight_ih{s}"], g[f"weight_hh{s}"], db, dwp, self._w_hr(g, s),
+                                    self._empty(*G.shape), self._empty(n, B, P), self._empty(B if n else 0, H),
+                                    self._empty(B, P), dy, dh_n, dc_n, x, h0, c0, p[f"weight_ih{s}"],
+                                    p[f"weight_hh{s}"], self._peepholes(s), self._w_hr(p, s), G, C, TC, M, y, lens,
+                                    self._act)
         if self.bias:
             backends.add_into(g[f"bias_ih{s}"], db)
             backends.add_into(g[f"bias_hh{s}"], db)
+        if self.peephole:
+            for k, name in enumerate(_PEEPHOLES):
+                backends.add_into(g[f"weight_{name}{s}"], dwp[k])
         return dx
 
-    def _forward(self, x, h0, c0):
-        """One layer: x (T, B, I), h0, c0 (B, H), checked, on self.device -> y (T, B, H), h_n, c_n (B, H) on
-        self.device; keeps the tape unless no_grad()."""
-        B, H, keep = x.shape[1], self.hidden_size, is_grad_enabled()
-        h_n, c_n = self._empty(B, H), self._empty(B, H)
-        y, self._tape = self._layer_forward(x, h0, c0, self._suffix, h_n, c_n, keep)
-        # the tape keeps its own y: user edits can't corrupt backward
-        return (backends.copy(y) if keep else y), h_n, c_n
-
-    def _backward(self, dy, dh_n, dc_n):
-        """One layer: dy (T, B, H), dh_n, dc_n (B, H), checked -> dx (T, B, I), dh0, dc0; adds into grads."""
-        h0 = self._tape[1]
-        dh0, dc0 = self._empty(*h0.shape), self._empty(*h0.shape)
-        dx = self._layer_backward(self._tape, dy, dh_n, dc_n, self._suffix, dh0, dc0)
-        return dx, dh0, dc0
-
-    def _state(self, state, name, shape):
-        """(h, c) checked against `shape`, or zeros when state is None."""
+    def _state(self, state, name, B, n=None):
+        """(h, c), h (n, B, P) and c (n, B, H) (n None: (B, P), (B, H)) checked, or zeros when state is None."""
+        shapes = [(B, self._P), (B, self.hidden_size)]
+        if n is not None:
+            shapes = [(n, *sh) for sh in shapes]
         if state is None:
-            return backends.zeros(self.device, shape, self.dtype), backends.zeros(self.device, shape, self.dtype)
+            return tuple(backends.zeros(self.device, sh, self.dtype) for sh in shapes)
         if not isinstance(state, (tuple, list)) or len(state) != 2:
-            raise ValueError(f"{name}: expected a pair (h, c) of arrays of shape {shape}, got {type(state).__name__}")
-        return tuple(self._as(a, f"{name}[{k}]", shape) for k, a in enumerate(state))
+            raise ValueError(f"{name}: expected a pair (h, c) of arrays of shapes {shapes[0]} and {shapes[1]}, got "
+                             f"{type(state).__name__}")
+        return tuple(self._as(a, f"{name}[{k}]", sh) for k, (a, sh) in enumerate(zip(state, shapes)))
 
     def _repr_args(self):
         return self._sizes_repr((("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
-                                 ("bidirectional", False), ("forget_bias", 0.0), ("cell_activation", "tanh")))
+                                 ("bidirectional", False), ("proj_size", 0), ("peephole", False),
+                                 ("forget_bias", 0.0), ("cell_activation", "tanh")))
 
 
 class LSTM(_SequenceIO, _LSTMBase):
@@ -215,8 +245,8 @@ class LSTM(_SequenceIO, _LSTMBase):
     """
 
     def __init__(self, input_size, hidden_size, *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, dtype=np.float32, seed=None, forget_bias=0.0, cell_activation="tanh",
-                 device="cpu"):
+                 bidirectional=False, proj_size=0, peephole=False, dtype=np.float32, seed=None, forget_bias=0.0,
+                 cell_activation="tanh", device="cpu"):
         self.num_layers = _checks.positive_int(num_layers, "num_layers")
         if isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, (int, float, np.integer, np.floating)) \
                 or not 0 <= dropout < 1:
@@ -229,7 +259,8 @@ class LSTM(_SequenceIO, _LSTMBase):
         self.batch_first = bool(batch_first)
         self.training = True
         self._last_masks = None
-        super().__init__(input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation, device)
+        super().__init__(input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation, device, peephole,
+                         proj_size)
 
     def _init_params(self, shapes, rng, bound):
         super()._init_params(shapes, rng, bound)
@@ -242,8 +273,8 @@ class LSTM(_SequenceIO, _LSTMBase):
         return 2 if self.bidirectional else 1
 
     def _layer_inputs(self):
-        D, H = self._D, self.hidden_size
-        return [(f"_l{k}" + ("_reverse" if d else ""), self.input_size if k == 0 else D * H)
+        D, P = self._D, self._P
+        return [(f"_l{k}" + ("_reverse" if d else ""), self.input_size if k == 0 else D * P)
                 for k in range(self.num_layers) for d in range(D)]
 
     def train(self, mode=True):
@@ -266,7 +297,7 @@ class LSTM(_SequenceIO, _LSTMBase):
     def _masks(self, masks, T, B):
         """This forward's dropout masks, time-major on the device: the given ones checked, else drawn when
         training (see Notes), else None."""
-        n, F = self.num_layers - 1, self._D * self.hidden_size
+        n, F = self.num_layers - 1, self._D * self._P
         if masks is not None:
             if not isinstance(masks, (list, tuple)) or len(masks) != n:
                 got = f"{len(masks)} of them" if isinstance(masks, (list, tuple)) else type(masks).__name__
@@ -279,37 +310,40 @@ class LSTM(_SequenceIO, _LSTMBase):
         return [backends.to_device(self.device, (self._dropout_rng.random((T, B, F)) >= self.dropout)
                                    .astype(self.dtype) * scale) for _ in range(n)]
 
-    def forward(self, x, state=None, *, dropout_masks=None):
-        """x (T, B, I) [batch_first: (B, T, I)], state (h0, c0) each (L*D, B, H) or None for zeros
-        -> y (T, B, D*H) [batch_first: (B, T, D*H)], (h_n, c_n) each (L*D, B, H); state index k*D + d is layer k,
-        direction d (1: reverse). ``dropout_masks``: L - 1 arrays shaped like y, applied instead of drawn ones."""
+    def forward(self, x, state=None, *, lengths=None, dropout_masks=None):
+        """x (T, B, I) [batch_first: (B, T, I)], state (h0, c0), h0 (L*D, B, P) and c0 (L*D, B, H), or None for
+        zeros -> y (T, B, D*P) [batch_first: (B, T, D*P)], (h_n (L*D, B, P), c_n (L*D, B, H)); P = proj_size or H;
+        state index k*D + d is layer k, direction d (1: reverse). ``lengths`` (B,) integers in 0..T: sequence b
+        runs lengths[b] steps (see Notes). ``dropout_masks``: L - 1 arrays shaped like the layers' inputs (T, B,
+        D*P) [batch_first: (B, T, D*P)], applied instead of drawn ones."""
         like = x
         x = self._seq(x, "x", None, None, self.input_size)
         T, B = x.shape[:2]
-        L, D, H = self.num_layers, self._D, self.hidden_size
-        h0, c0 = self._state(state, "state", (L * D, B, H))
+        L, D, P = self.num_layers, self._D, self._P
+        h0, c0 = self._state(state, "state", B, L * D)
+        lens = backends.to_device(self.device, _checks.lengths(lengths, B, T))
         masks = self._masks(dropout_masks, T, B)
         keep = is_grad_enabled()
-        h_n, c_n = self._empty(L * D, B, H), self._empty(L * D, B, H)
+        h_n, c_n = self._empty(L * D, B, P), self._empty(L * D, B, self.hidden_size)
         inp, tapes = x, []
         for layer in range(L):
             if layer and masks is not None:
                 inp = backends.multiply(inp, masks[layer - 1])
-            out = self._empty(T, B, D * H) if D == 2 else None
+            out = self._empty(T, B, D * P) if D == 2 else None
             for d in range(D):
                 k, s = layer * D + d, f"_l{layer}" + ("_reverse" if d else "")
                 xin = inp
-                if d:                               # the reverse direction reads the sequence backwards
+                if d:                               # the reverse direction reads each sequence from its end back
                     xin = self._empty(*inp.shape)
-                    backends.copy_steps(xin, inp, reverse=True)
-                y, tape = self._layer_forward(xin, h0[k], c0[k], s, h_n[k], c_n[k], keep)
+                    backends.copy_steps(xin, inp, reverse=True, lengths=lens)
+                y, tape = self._layer_forward(xin, h0[k], c0[k], s, h_n[k], c_n[k], keep, lens)
                 tapes.append(tape)
                 if D == 1:
                     out = y
                 else:                               # ... and its outputs go back in time order, after forward's
-                    backends.copy_steps(out, y, out_col=d * H, reverse=bool(d))
+                    backends.copy_steps(out, y, out_col=d * P, reverse=bool(d), lengths=lens)
             inp = out
-        self._tape = (x, tapes, masks) if keep else None
+        self._tape = (x, tapes, masks, lens) if keep else None
         self._last_masks = masks
         # the tape keeps its own y (a one-direction top layer's y is in its tape): user edits can't corrupt backward
         y = backends.copy(inp) if keep and D == 1 else inp
@@ -318,15 +352,15 @@ class LSTM(_SequenceIO, _LSTMBase):
     __call__ = forward
 
     def backward(self, dy, state_grad=None):
-        """dL/dy like y, state_grad (dL/dh_n, dL/dc_n) each (L*D, B, H) or None for zeros
-        -> dL/dx like x, (dL/dh0, dL/dc0) each (L*D, B, H). Adds the parameter gradients into ``grads``."""
-        x, tapes, masks = self._check_tape()
+        """dL/dy like y, state_grad (dL/dh_n, dL/dc_n) shaped like (h_n, c_n), or None for zeros
+        -> dL/dx like x, (dL/dh0, dL/dc0) shaped like (h0, c0). Adds the parameter gradients into ``grads``."""
+        x, tapes, masks, lens = self._check_tape()
         T, B = x.shape[:2]
-        L, D, H = self.num_layers, self._D, self.hidden_size
+        L, D, P = self.num_layers, self._D, self._P
         like = dy
-        dy = self._seq(dy, "dy", T, B, D * H)
-        dh_n, dc_n = self._state(state_grad, "state_grad", (L * D, B, H))
-        dh0, dc0 = self._empty(L * D, B, H), self._empty(L * D, B, H)
+        dy = self._seq(dy, "dy", T, B, D * P)
+        dh_n, dc_n = self._state(state_grad, "state_grad", B, L * D)
+        dh0, dc0 = self._empty(L * D, B, P), self._empty(L * D, B, self.hidden_size)
         dout = dy
         for layer in reversed(range(L)):            # top layer first
             dinp = None
@@ -334,13 +368,13 @@ class LSTM(_SequenceIO, _LSTMBase):
                 k, s = layer * D + d, f"_l{layer}" + ("_reverse" if d else "")
                 dyd = dout
                 if D == 2:                          # this direction's part of dL/dy, in its own time order
-                    dyd = self._empty(T, B, H)
-                    backends.copy_steps(dyd, dout, a_col=d * H, n=H, reverse=bool(d))
+                    dyd = self._empty(T, B, P)
+                    backends.copy_steps(dyd, dout, a_col=d * P, n=P, reverse=bool(d), lengths=lens)
                 dx = self._layer_backward(tapes[k], dyd, dh_n[k], dc_n[k], s, dh0[k], dc0[k])
                 if d == 0:
                     dinp = dx
                 else:                               # both directions read the same input: their gradients add
-                    backends.copy_steps(dinp, dx, reverse=True, accumulate=True)
+                    backends.copy_steps(dinp, dx, reverse=True, accumulate=True, lengths=lens)
             if layer and masks is not None:
                 dinp = backends.multiply(dinp, masks[layer - 1])
             dout = dinp
@@ -367,16 +401,19 @@ class LSTMCell(_LSTMBase):
     ((2, 4), (2, 3))
     """
 
-    def __init__(self, input_size, hidden_size, *, bias=True, dtype=np.float32, seed=None, forget_bias=0.0,
-                 cell_activation="tanh", device="cpu"):
-        super().__init__(input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation, device)
+    def __init__(self, input_size, hidden_size, *, bias=True, peephole=False, dtype=np.float32, seed=None,
+                 forget_bias=0.0, cell_activation="tanh", device="cpu"):
+        super().__init__(input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation, device, peephole)
 
     def forward(self, x, state=None):
         """x (B, I), state (h, c) each (B, H) or None for zeros -> (h_next, c_next) each (B, H)."""
         like = x
         x = self._as(x, "x", (None, self.input_size))
-        h, c = self._state(state, "state", (x.shape[0], self.hidden_size))
-        _, h_next, c_next = self._forward(x.reshape(1, *x.shape), h, c)
+        B, H = x.shape[0], self.hidden_size
+        h, c = self._state(state, "state", B)
+        h_next, c_next = self._empty(B, H), self._empty(B, H)
+        ones = backends.to_device(self.device, np.ones(B, np.int64))
+        _, self._tape = self._layer_forward(x.reshape(1, *x.shape), h, c, "", h_next, c_next, is_grad_enabled(), ones)
         return self._host(h_next, like), self._host(c_next, like)
 
     __call__ = forward
@@ -388,5 +425,6 @@ class LSTMCell(_LSTMBase):
         dh_next = self._as(dh_next, "dh_next", shape)
         zeros = lambda: backends.zeros(self.device, shape, self.dtype)  # noqa: E731
         dc_next = zeros() if dc_next is None else self._as(dc_next, "dc_next", shape)
-        dx, dh, dc = self._backward(dh_next.reshape(1, *shape), zeros(), dc_next)
+        dh, dc = self._empty(*shape), self._empty(*shape)
+        dx = self._layer_backward(self._tape, dh_next.reshape(1, *shape), zeros(), dc_next, "", dh, dc)
         return self._host(dx[0], like), (self._host(dh, like), self._host(dc, like))

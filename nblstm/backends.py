@@ -110,19 +110,16 @@ def fill_zeros(a):
         a[...] = 0
 
 
-def copy_steps(out, a, out_col=0, a_col=0, n=None, reverse=False, accumulate=False):
-    """out[t, :, out_col:out_col + n] = a[t', :, a_col:a_col + n] (+= when `accumulate`), t' = T-1-t when `reverse`
-    else t, for out and a (T, B, .) on one device (n: all of a's last axis). A reverse-direction layer's time
-    reversal, and the concatenation and split of the two directions' features (nblstm.LSTM)."""
+def copy_steps(out, a, out_col=0, a_col=0, n=None, reverse=False, accumulate=False, lengths=None):
+    """out[t, b, out_col:out_col + n] = a[t', b, a_col:a_col + n] (+= when `accumulate`) for out and a (T, B, .) on
+    one device (n: all of a's last axis), t' = lengths[b]-1-t for t < lengths[b] when `reverse`, else t: a sequence
+    reversed from its own end (lengths (B,) int64 on the device; None: every sequence runs T steps). A
+    reverse-direction layer's time reversal, and the concatenation and split of the two directions' features."""
     n = a.shape[2] - a_col if n is None else n
-    if is_device_array(out):
-        kernels("cuda").copy_steps(out, a, out_col, a_col, n, int(bool(reverse)), int(bool(accumulate)))
-        return
-    src = (a[::-1] if reverse else a)[:, :, a_col:a_col + n]
-    if accumulate:
-        out[:, :, out_col:out_col + n] += src
-    else:
-        out[:, :, out_col:out_col + n] = src
+    if lengths is None:
+        lengths = to_device("cuda" if is_device_array(out) else "cpu", np.full(a.shape[1], a.shape[0], np.int64))
+    kernels("cuda" if is_device_array(out) else "cpu").copy_steps(out, a, out_col, a_col, n, lengths,
+                                                                   int(bool(reverse)), int(bool(accumulate)))
 
 
 def multiply(a, m):
@@ -145,3 +142,13 @@ def as_array(device, a, name, dtype, shape, axes=None):
             and all(n > 0 and s in (None, n) for s, n in zip(shape, a.shape)):
         return a
     return to_device(device, _checks.as_array(to_host(a) if is_device_array(a) else a, name, dtype, shape, axes))
+
+
+LAYER_TARGETS = {"cpu": "nblstm.kernels.layers_cpu", "cuda": "nblstm.kernels.layers_cuda"}
+
+
+def layer_kernels(device):
+    """The kernels of the training layers, losses and optimizers of `device` (:mod:`nblstm.kernels.layers_cpu` or
+    ``layers_cuda``), imported on first use, after :func:`kernels` has checked that the device is there."""
+    kernels(device)
+    return importlib.import_module(LAYER_TARGETS[device])

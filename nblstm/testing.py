@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from .kernels._math import ACTIVATIONS
 
 __all__ = ["TOLERANCES", "assert_close", "sizes", "lstm_shapes", "float_dtypes", "seeds", "activations",
-           "random_array", "arrays", "lstm_configs"]
+           "random_array", "arrays", "lstm_configs", "variants", "random_lengths"]
 
 #: max |actual - expected| <= atol + rtol * max |expected|, per dtype of the computation under test
 #: (the expected values come from the float64 oracle). float32 rounding is ~6e-8 per operation and grows
@@ -93,3 +93,17 @@ def lstm_configs(dtypes=None, max_size=16):
         "cell_activation": activations(),
         "seed": seeds(),
     })
+
+
+def variants():
+    """Which LSTM options a drawn example uses: dict of booleans ``peephole``, ``proj`` (a projection, proj_size
+    1..H-1 where H > 1) and ``lengths`` (variable-length sequences, see :func:`random_lengths`)."""
+    return st.fixed_dictionaries({"peephole": st.booleans(), "proj": st.booleans(), "lengths": st.booleans()})
+
+
+def random_lengths(B, T, seed):
+    """B sequence lengths in 0..T (int64) from numpy's generator seeded with `seed`; the first is T, so the batch
+    spans the whole T steps, as a padded batch does."""
+    lengths = np.random.default_rng(seed).integers(0, T + 1, B)
+    lengths[0] = T
+    return lengths.astype(np.int64)

@@ -21,8 +21,8 @@ from nblstm import backends, testing
 from nblstm.kernels import cpu
 
 needs_cuda = pytest.mark.skipif(bool(CUDA_REASON), reason=CUDA_REASON)
-TWINS = ("cell_forward", "cell_backward", "lstm_forward", "lstm_backward", "rnn_cell_forward", "rnn_cell_backward",
-         "rnn_forward", "rnn_backward")
+TWINS = ("cell_forward", "cell_backward", "copy_running_rows", "peephole_grads", "lstm_forward", "lstm_backward",
+         "copy_steps", "rnn_cell_forward", "rnn_cell_backward", "rnn_forward", "rnn_backward")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -132,8 +132,8 @@ def test_launchers_check_limits_before_launching(K):
         K.gemm(fake(1, 65536 * K.TILE), fake(1, 3), fake(65536 * K.TILE, 3), 0, 1, 0)
     huge = 2**31 * K.THREADS
     with pytest.raises(ValueError, match=r"cell_forward: grid size \d+ along axis x exceeds"):
-        K.cell_forward(fake(1, 4 * huge), fake(1, huge), fake(1, huge), fake(1, huge), fake(1, 4 * huge),
-                       fake(1, huge), 0)
+        K.cell_forward(fake(1, 4 * huge), fake(1, huge), fake(1, huge), fake(1, huge), fake(1, huge),
+                       fake(1, 4 * huge), fake(1, huge), fake(3, huge), fake(1), 0, 0)
     with pytest.raises(ValueError, match=r"add_column_sums: grid size \d+ along axis x exceeds"):
         K.add_column_sums(fake(huge), fake(1, huge))
 
@@ -141,36 +141,41 @@ def test_launchers_check_limits_before_launching(K):
 @needs_cuda
 def test_launchers_refuse_mixed_dtypes(K):
     G = K.to_device(np.zeros((1, 4), np.float32))
-    rest = [K.to_device(np.zeros(s, np.float64)) for s in [(1, 1), (1, 1), (1, 1), (1, 4), (1, 1)]]
+    rest = [K.to_device(np.zeros(s, np.float64)) for s in [(1, 1), (1, 1), (1, 1), (1, 1), (1, 4), (1, 1), (3, 1)]]
     with pytest.raises(TypeError, match=r"cell_forward: expected arrays of one dtype.*float32.*float64"):
-        K.cell_forward(G, *rest, 0)
+        K.cell_forward(G, *rest, K.to_device(np.ones(1, np.int64)), 0, 0)
 
 
 @needs_cuda
 def test_time_loop_stays_on_device(K, monkeypatch):
-    """lstm_forward / lstm_backward copy nothing to or from the host: every step is a launch on device arrays."""
-    T, B, I, H = 3, 2, 2, 3
+    """lstm_forward / lstm_backward copy nothing to or from the host: every step is a launch on device arrays (here
+    with every option: peepholes, a projection, lengths)."""
+    T, B, I, H, P = 3, 2, 2, 3, 2
     r = lambda *s: K.to_device(testing.random_array(s, np.float64, sum(s)))  # noqa: E731
-    fwd = [K.empty(s, np.float64) for s in [(T, B, H), (B, H), (B, H), (T, B, 4 * H), (T, B, H), (T, B, H),
-                                             (B, 4 * H)]]
-    ins = [r(T, B, I), r(B, H), r(B, H), r(4 * H, I), r(4 * H, H), r(4 * H)]
-    bwd_out = [K.empty((T, B, I), np.float64), K.empty((B, H), np.float64), K.empty((B, H), np.float64),
-               K.zeros((4 * H, I), np.float64), K.zeros((4 * H, H), np.float64), K.zeros((4 * H,), np.float64),
-               K.empty((T, B, 4 * H), np.float64)]
-    grads_in = [r(T, B, H), r(B, H), r(B, H)]
+    e = lambda *s: K.empty(s, np.float64)  # noqa: E731
+    z = lambda *s: K.zeros(s, np.float64)  # noqa: E731
+    y, h_n, c_n, G, C, TC, M = e(T, B, P), e(B, P), e(B, H), e(T, B, 4 * H), e(T, B, H), e(T, B, H), e(T, B, H)
+    x, h0, c0, w_ih, w_hh, b, wp, w_hr = r(T, B, I), r(B, P), r(B, H), r(4 * H, I), r(4 * H, P), r(4 * H), r(3, H), \
+        r(P, H)
+    lengths = K.to_device(np.array([3, 1], np.int64))
+    dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr = e(T, B, I), e(B, P), e(B, H), z(4 * H, I), z(4 * H, P), z(4 * H), \
+        z(3, H), z(P, H)
+    hw, scratch = e(B, 4 * H), [e(T, B, 4 * H), e(T, B, P), e(B, H), e(B, P)]
+    dy, dh_n, dc_n = r(T, B, P), r(B, P), r(B, H)
 
     def boom(*args, **kwargs):
         raise AssertionError("host copy inside the time loop")
 
     with monkeypatch.context() as m:
-        m.setattr(type(fwd[0]), "copy_to_host", boom)
+        m.setattr(type(y), "copy_to_host", boom)
         m.setattr(K.cuda, "to_device", boom)
         m.setattr(K.cuda, "device_array", boom)
-        K.lstm_forward(*fwd, *ins, 0)
-        K.lstm_backward(*bwd_out, *grads_in, *ins[:5], *fwd[3:6], fwd[0], 0)
-    y = K.to_host(fwd[0])
-    assert np.isfinite(y).all() and np.abs(y).max() > 0
-    assert np.abs(K.to_host(bwd_out[3])).max() > 0
+        K.lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, 0)
+        K.lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, *scratch, dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh,
+                        wp, w_hr, G, C, TC, M, y, lengths, 0)
+    y = K.to_host(y)
+    assert np.isfinite(y).all() and np.abs(y).max() > 0 and not y[1:, 1].any()    # sequence 1 ended after step 0
+    assert all(np.abs(K.to_host(g)).max() > 0 for g in (dw_ih, dwp, dw_hr))
 
 
 @needs_cuda

@@ -1,4 +1,6 @@
 """Bad input: a clear exception naming the argument, the expected and the given; the model unchanged."""
+import re
+
 import numpy as np
 import pytest
 
@@ -44,7 +46,7 @@ def test_bad_x(lstm, x, exc, pattern):
 @pytest.mark.parametrize("state,exc,pattern", [
     ((np.zeros((1, 3, 4)), np.zeros((1, 2, 4))), ValueError, r"state\[0\]: expected shape \(1, 2, 4\) .*got \(1, 3, 4\)"),
     ((np.zeros((1, 2, 4)), np.zeros((2, 4))), ValueError, r"state\[1\]: expected shape \(1, 2, 4\) .*got \(2, 4\)"),
-    ((np.zeros((1, 2, 4)),), ValueError, r"state: expected a pair \(h, c\) of arrays of shape \(1, 2, 4\)"),
+    ((np.zeros((1, 2, 4)),), ValueError, r"state: expected a pair \(h, c\) of arrays of shapes \(1, 2, 4\) and \(1, 2, 4\)"),
     (np.zeros((1, 2, 4)), ValueError, r"state: expected a pair \(h, c\)"),
     ((np.zeros((1, 2, 4), complex), np.zeros((1, 2, 4))), TypeError, r"state\[0\]: expected a real-valued array"),
 ])
@@ -118,10 +120,30 @@ def test_bad_constructor_arguments(kwargs, exc, pattern):
         nblstm.LSTM(**kwargs)
 
 
-@pytest.mark.parametrize("later", ["peephole", "proj_size"])
-def test_arguments_of_later_work_are_not_accepted_yet(later):
-    with pytest.raises(TypeError, match=later):
-        nblstm.LSTM(3, 4, **{later: 2})
+@pytest.mark.parametrize("proj_size", [4, 5, -1, 1.5, True, "2"])
+def test_bad_proj_size(proj_size):
+    """torch's rule: 0 <= proj_size < hidden_size."""
+    with pytest.raises(ValueError, match=r"proj_size: expected an integer in 0\.\.hidden_size - 1 = 3 \(0: no "
+                                         r"projection\), got " + re.escape(repr(proj_size))):
+        nblstm.LSTM(3, 4, proj_size=proj_size)
+
+
+def test_lstm_cell_has_no_projection():
+    """torch.nn.LSTMCell has no proj_size; nblstm's neither (peephole it has)."""
+    with pytest.raises(TypeError, match="proj_size"):
+        nblstm.LSTMCell(3, 4, proj_size=2)
+
+
+@pytest.mark.parametrize("lengths, exc, pattern", [
+    ([3, 2], ValueError, r"lengths: expected shape \(3,\), one length per sequence, got \(2,\)"),
+    ([3, 2, 6], ValueError, r"lengths: expected lengths in 0\.\.5 \(T, the number of time steps\), got min 2, max 6"),
+    ([3, -1, 2], ValueError, r"lengths: expected lengths in 0\.\.5"),
+    ([3.0, 2.0, 1.0], TypeError, r"lengths: expected integers, got dtype float64"),
+])
+def test_bad_lengths(lengths, exc, pattern):
+    lstm = nblstm.LSTM(2, 4, seed=0)
+    with pytest.raises(exc, match=pattern):
+        lstm(np.zeros((5, 3, 2), np.float32), lengths=lengths)
 
 
 @pytest.mark.parametrize("device", [2, "gpu", "tpu", None])

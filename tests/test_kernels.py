@@ -1,6 +1,8 @@
-"""Every kernel of every backend against the NumPy oracle (nblstm.reference), on drawn shapes, both dtypes."""
+"""Every kernel of every backend against the NumPy oracle (nblstm.reference), on drawn shapes, both dtypes, with
+and without peepholes, a projection and variable lengths (testing.variants)."""
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 from _devices import DEVICES, call, given_on, shapes
 from nblstm import reference as R
@@ -8,66 +10,89 @@ from nblstm import testing
 from nblstm.kernels._math import ACTIVATIONS
 
 
-def _problem(T, B, I, H, dtype, seed):
-    """Inputs of one layer in `dtype`; weights scaled as torch's init (~1/sqrt(H)) times 2 to reach saturation."""
+def _problem(T, B, I, H, dtype, seed, peephole=False, proj=False, lengths=False):
+    """Inputs of one layer in `dtype`; weights scaled as torch's init (~1/sqrt(H)) times 2 to reach saturation.
+    P = H, or a drawn 1..H-1 with `proj`; wp zeros without `peephole`; lengths all T unless `lengths`."""
     r = lambda shape, k, scale=1.0: testing.random_array(shape, dtype, seed + k, scale)
     s = 2.0 / np.sqrt(H)
-    return dict(x=r((T, B, I), 1), h0=r((B, H), 2), c0=r((B, H), 3), w_ih=r((4 * H, I), 4, s),
-                w_hh=r((4 * H, H), 5, s), b_ih=r((4 * H,), 6, s), b_hh=r((4 * H,), 7, s))
+    P = int(np.random.default_rng(seed).integers(1, H)) if proj and H > 1 else H
+    return dict(x=r((T, B, I), 1), h0=r((B, P), 2), c0=r((B, H), 3), w_ih=r((4 * H, I), 4, s),
+                w_hh=r((4 * H, P), 5, s), b_ih=r((4 * H,), 6, s), b_hh=r((4 * H,), 7, s),
+                wp=r((3, H), 8, s) if peephole else np.zeros((3, H), dtype),
+                w_hr=r((P, H), 9, s) if P < H else np.zeros((0, H), dtype),
+                lengths=testing.random_lengths(B, T, seed) if lengths else np.full(B, T, np.int64))
 
 
-def _f64(p):
-    return {k: v.astype(np.float64) for k, v in p.items()}
+def _reference_forward(p, activation):
+    """reference.lstm_forward of problem p in float64."""
+    q = {k: v.astype(np.float64) for k, v in p.items() if k not in ("wp", "w_hr", "lengths")}
+    peep = tuple(p["wp"].astype(np.float64)) if p["wp"].any() else None
+    w_hr = p["w_hr"].astype(np.float64) if p["w_hr"].size else None
+    return R.lstm_forward(**q, activation=activation, peephole=peep, w_hr=w_hr, lengths=p["lengths"])
 
 
-_FORWARD_OUT = ("y", "h_n", "c_n", "G", "C", "TC", "hw")
+_FORWARD_OUT = ("y", "h_n", "c_n", "G", "C", "TC", "M", "hw")
 
 
 def _run_forward(device, p, act, keep=True):
     T, B, _ = p["x"].shape
-    H = p["h0"].shape[1]
+    P, H = p["w_hh"].shape[1], p["c0"].shape[1]
     dt = p["x"].dtype
-    outs = [np.empty((T, B, H), dt), np.empty((B, H), dt), np.empty((B, H), dt), np.empty((T, B, 4 * H), dt),
-            np.empty((T if keep else 1, B, H), dt), np.empty((T if keep else 1, B, H), dt), np.empty((B, 4 * H), dt)]
+    n = T if keep else 1
+    outs = [np.empty((T, B, P), dt), np.empty((B, P), dt), np.empty((B, H), dt), np.empty((T, B, 4 * H), dt),
+            np.empty((n, B, H), dt), np.empty((n, B, H), dt), np.empty((n, B, H), dt), np.empty((B, 4 * H), dt)]
     got = call(device, "lstm_forward", *outs, p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"] + p["b_hh"],
-               act)
-    return dict(zip(_FORWARD_OUT, got))
+               p["wp"], p["w_hr"], p["lengths"], act)
+    out = dict(zip(_FORWARD_OUT, got))
+    if P == H:                  # without a projection the kernel is given y as M, as nblstm.LSTM does
+        got = call(device, "lstm_forward", *outs[:6], outs[0], *outs[7:], *got[8:])
+        out = dict(zip(_FORWARD_OUT, got))
+    return out
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_lstm_forward_backward_match_reference(device):
-    @given_on(device, shapes(device), testing.float_dtypes(), testing.activations(), testing.seeds())
-    def check(shape, dtype, activation, seed):
+    @given_on(device, shapes(device), testing.float_dtypes(), testing.activations(), testing.variants(),
+              testing.seeds())
+    def check(shape, dtype, activation, variant, seed):
         T, B, I, H = shape
-        p = _problem(T, B, I, H, dtype, seed % 2**31)
+        p = _problem(T, B, I, H, dtype, seed % 2**31, **variant)
+        P = p["w_hh"].shape[1]
         act = ACTIVATIONS.index(activation)
         out = _run_forward(device, p, act)
-        y, h_n, c_n, caches = R.lstm_forward(**_f64(p), activation=activation)
+        y, h_n, c_n, caches = _reference_forward(p, activation)
         for name, ref in (("y", y), ("h_n", h_n), ("c_n", c_n)):
             testing.assert_close(out[name], ref, dtype, name)
 
         dy, dh_n, dc_n = (testing.random_array(s, dtype, seed % 2**31 + 10 + k) for k, s in
-                          enumerate([(T, B, H), (B, H), (B, H)]))
+                          enumerate([(T, B, P), (B, P), (B, H)]))
         g = R.lstm_backward(dy.astype(np.float64), dh_n.astype(np.float64), dc_n.astype(np.float64), caches)
-        dx, dh0, dc0 = np.empty_like(p["x"]), np.empty_like(p["h0"]), np.empty_like(p["c0"])
-        dw_ih, dw_hh, db = np.zeros_like(p["w_ih"]), np.zeros_like(p["w_hh"]), np.zeros_like(p["b_ih"])
-        dx, dh0, dc0, dw_ih, dw_hh, db = call(
-            device, "lstm_backward", dx, dh0, dc0, dw_ih, dw_hh, db, np.empty_like(out["G"]), dy, dh_n, dc_n,
-            p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], out["G"], out["C"], out["TC"], out["y"], act)[:6]
-        for name, got, ref in (("dx", dx, g["x"]), ("dh0", dh0, g["h"]), ("dc0", dc0, g["c"]),
-                               ("dw_ih", dw_ih, g["w_ih"]), ("dw_hh", dw_hh, g["w_hh"]), ("db", db, g["b_ih"])):
-            assert got.dtype == dtype, name
-            testing.assert_close(got, ref, dtype, name)
+        proj, peep = P < H, bool(p["wp"].any())
+        grads = [np.empty_like(p["x"]), np.empty_like(p["h0"]), np.empty_like(p["c0"]), np.zeros_like(p["w_ih"]),
+                 np.zeros_like(p["w_hh"]), np.zeros_like(p["b_ih"]), np.zeros((3 if peep else 0, H), dtype),
+                 np.zeros_like(p["w_hr"])]
+        scratch = [np.empty_like(out["G"]), np.empty((T if proj else 0, B, P), dtype),
+                   np.empty((B if proj else 0, H), dtype), np.empty((B, P), dtype)]
+        got = call(device, "lstm_backward", *grads, *scratch, dy, dh_n, dc_n, p["x"], p["h0"], p["c0"], p["w_ih"],
+                   p["w_hh"], p["wp"], p["w_hr"], out["G"], out["C"], out["TC"], out["M"], out["y"], p["lengths"],
+                   act)[:8]
+        want = [("dx", g["x"]), ("dh0", g["h"]), ("dc0", g["c"]), ("dw_ih", g["w_ih"]), ("dw_hh", g["w_hh"]),
+                ("db", g["b_ih"]), ("dwp", np.stack([g["w_ci"], g["w_cf"], g["w_co"]]) if peep else np.zeros((0, H))),
+                ("dw_hr", g["w_hr"] if proj else np.zeros((0, H)))]
+        for (name, ref), got_k in zip(want, got):
+            assert got_k.dtype == dtype, name
+            testing.assert_close(got_k, ref, dtype, name)
 
     check()
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_inference_forward_equals_taped_forward(device):
-    """The no-tape path (C and TC one step long, overwritten) gives bit-identical outputs."""
-    @given_on(device, shapes(device), testing.float_dtypes(), testing.activations(), testing.seeds())
-    def check(shape, dtype, activation, seed):
-        p = _problem(*shape, dtype, seed % 2**31)
+    """The no-tape path (C, TC and M one step long, overwritten) gives bit-identical outputs."""
+    @given_on(device, shapes(device), testing.float_dtypes(), testing.activations(), testing.variants(),
+              testing.seeds())
+    def check(shape, dtype, activation, variant, seed):
+        p = _problem(*shape, dtype, seed % 2**31, **variant)
         act = ACTIVATIONS.index(activation)
         taped, untaped = _run_forward(device, p, act, keep=True), _run_forward(device, p, act, keep=False)
         for name in ("y", "h_n", "c_n"):
@@ -78,30 +103,57 @@ def test_inference_forward_equals_taped_forward(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_cell_kernels_match_reference(device):
-    """cell_forward / cell_backward (the pointwise step) against reference.cell_forward / cell_backward."""
-    @given_on(device, shapes(device, max_T=1), testing.float_dtypes(), testing.activations(), testing.seeds())
-    def check(shape, dtype, activation, seed):
+    """cell_forward / cell_backward (the pointwise step) against reference.cell_forward / cell_backward, with and
+    without peepholes; a finished sequence (t >= lengths[b]) carries its cell state and gets no gradient."""
+    @given_on(device, shapes(device, max_T=1), testing.float_dtypes(), testing.activations(), st.booleans(),
+              testing.seeds())
+    def check(shape, dtype, activation, peephole, seed):
         _, B, I, H = shape
-        p = _problem(1, B, I, H, dtype, seed % 2**31)
+        p = _problem(1, B, I, H, dtype, seed % 2**31, peephole=peephole)
         act = ACTIVATIONS.index(activation)
-        q = _f64(p)
+        q = {k: v.astype(np.float64) for k, v in p.items()}
         h, c, cache = R.cell_forward(q["x"][0], q["h0"], q["c0"], q["w_ih"], q["w_hh"], q["b_ih"], q["b_hh"],
-                                     activation)
-        G = p["x"][0] @ p["w_ih"].T + p["b_ih"] + p["b_hh"]
+                                     activation, tuple(q["wp"]) if peephole else None)
+        G0 = p["x"][0] @ p["w_ih"].T + p["b_ih"] + p["b_hh"]
         hw = p["h0"] @ p["w_hh"].T
-        c1, tc1, h1 = (np.empty((B, H), dtype) for _ in range(3))
-        G, c1, tc1, h1 = call(device, "cell_forward", G, c1, tc1, h1, hw, p["c0"], act)[:4]
-        testing.assert_close(h1, h, dtype, "h")
-        testing.assert_close(c1, c, dtype, "c")
+        lengths = np.random.default_rng(seed).integers(0, 2, B)      # step t = 0: sequences of length 0 are done
+        c1, tc1, m1, h1 = (np.full((B, H), 7, dtype) for _ in range(4))
+        G, c1, tc1, m1, h1 = call(device, "cell_forward", G0.copy(), c1, tc1, m1, h1, hw, p["c0"], p["wp"], lengths,
+                                  0, act)[:5]
+        run = lengths > 0
+        testing.assert_close(m1[run], h[run], dtype, "m")
+        testing.assert_close(h1[run], h[run], dtype, "h")
+        testing.assert_close(c1[run], c[run], dtype, "c")
         i, f, g, o = cache[5:9]
-        testing.assert_close(G, np.concatenate([i, f, g, o], axis=1), dtype, "gates")
+        testing.assert_close(G[run], np.concatenate([i, f, g, o], axis=1)[run], dtype, "gates")
+        assert not m1[~run].any() and (h1[~run] == 7).all()         # finished: m zero, h untouched,
+        np.testing.assert_array_equal(c1[~run], p["c0"][~run])      # the cell state carried
 
-        dh = testing.random_array((B, H), dtype, seed % 2**31 + 1)
+        dm = testing.random_array((B, H), dtype, seed % 2**31 + 1)
         dc = testing.random_array((B, H), dtype, seed % 2**31 + 2)
-        ref = R.cell_backward(dh.astype(np.float64), dc.astype(np.float64), cache)
-        dG = np.empty((B, 4 * H), dtype)
-        dG, dc_io = call(device, "cell_backward", dG, dc.copy(), dh, G, p["c0"], tc1, act)[:2]
-        testing.assert_close(dG, ref["a"], dtype, "dG")
-        testing.assert_close(dc_io, ref["c"], dtype, "dc_prev")
+        ref = R.cell_backward(dm.astype(np.float64), dc.astype(np.float64), cache)
+        dG = np.full((B, 4 * H), 7, dtype)
+        dG, dc_io = call(device, "cell_backward", dG, dc.copy(), dm, G, p["c0"], tc1, p["wp"], lengths, 0, act)[:2]
+        testing.assert_close(dG[run], ref["a"][run], dtype, "dG")
+        testing.assert_close(dc_io[run], ref["c"][run], dtype, "dc_prev")
+        assert not dG[~run].any()
+        np.testing.assert_array_equal(dc_io[~run], dc[~run])
+
+    check()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_copy_steps_reverses_each_sequence_from_its_end(device):
+    """copy_steps(reverse) is reference.reverse_padded, column ranges and accumulation included."""
+    @given_on(device, shapes(device), testing.seeds())
+    def check(shape, seed):
+        T, B, I, _ = shape
+        a = testing.random_array((T, B, I + 1), np.float64, seed)
+        lengths = testing.random_lengths(B, T, seed)
+        out = testing.random_array((T, B, I + 2), np.float64, seed + 1)
+        want = out.copy()
+        want[:, :, 1:I + 1] += R.reverse_padded(a[:, :, 1:], lengths)
+        got = call(device, "copy_steps", out, a, 1, 1, I, lengths, 1, 1)[0]
+        np.testing.assert_array_equal(got, want)
 
     check()

@@ -12,7 +12,10 @@ from nblstm import testing
 def _assert_grads(analytic, tensors, loss):
     for name, arr in tensors.items():
         num = numeric_grad(loss, arr)
-        scale = max(np.abs(num).max(), 1e-12)
+        # The floor: central differences of an O(1) loss carry ~1e-10 of rounding noise (eps 1e-6), which a tensor
+        # whose whole gradient is tiny (w_co of a relu cell that stays at 0: 7e-5, found by hypothesis) would
+        # turn into a relative error above 1e-6; with the floor such a tensor is held to 1e-9 absolute.
+        scale = max(np.abs(num).max(), 1e-3)
         assert np.abs(analytic[name] - num).max() / scale < 1e-6, name
 
 

@@ -21,36 +21,49 @@ def _host_grads(model):
 def test_stacked_lstm_matches_reference(device):
     layers = st.integers(1, 3 if device == "cpu" else 2)
     given_on(device, shapes(device, max_T=5, max_B=3, max_I=4, max_H=4), layers, st.booleans(), st.booleans(),
-             st.booleans(), testing.float_dtypes(), testing.activations(), st.booleans(),
+             st.booleans(), testing.float_dtypes(), testing.activations(), st.booleans(), testing.variants(),
              testing.seeds())(_stacked_lstm_matches_reference)(device)
 
 
-def _stacked_lstm_matches_reference(device, shape, L, bidirectional, bias, batch_first, dt, activation, drop, seed):
-    """Forward and every gradient (x, h0, c0, each parameter), dropout masks included (the model's own)."""
+def _options(H, variant, seed):
+    """LSTM keyword arguments of a drawn testing.variants() example: peephole, proj_size."""
+    proj = int(np.random.default_rng(seed).integers(1, H)) if variant["proj"] and H > 1 else 0
+    return dict(peephole=variant["peephole"], proj_size=proj)
+
+
+def _stacked_lstm_matches_reference(device, shape, L, bidirectional, bias, batch_first, dt, activation, drop,
+                                    variant, seed):
+    """Forward and every gradient (x, h0, c0, each parameter), dropout masks included (the model's own), with
+    peepholes, a projection and variable lengths as drawn."""
     T, B, I, H = shape
     D = 2 if bidirectional else 1
+    opts = _options(H, variant, seed)
+    P = opts["proj_size"] or H
+    lengths = testing.random_lengths(B, T, seed) if variant["lengths"] else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                     # dropout with num_layers=1 warns
         lstm = nblstm.LSTM(I, H, num_layers=L, bidirectional=bidirectional, bias=bias, batch_first=batch_first,
                            dropout=0.5 if drop else 0.0, dtype=dt, seed=seed, cell_activation=activation,
-                           forget_bias=1.0, device=device)
+                           forget_bias=1.0, device=device, **opts)
     tm = (lambda a: a.transpose(1, 0, 2)) if batch_first else (lambda a: a)    # time-major <-> y's layout
     x = testing.random_array((T, B, I), dt, seed)
-    h0, c0 = (testing.random_array((L * D, B, H), dt, seed + k) for k in (1, 2))
-    y, (h_n, c_n) = lstm(tm(x), (h0, c0))
+    h0, c0 = testing.random_array((L * D, B, P), dt, seed + 1), testing.random_array((L * D, B, H), dt, seed + 2)
+    y, (h_n, c_n) = lstm(tm(x), (h0, c0), lengths=lengths)
     masks = lstm.dropout_masks
     assert (masks is not None) == (drop and L > 1)
     params = {k: v.astype(np.float64) for k, v in lstm.state_dict().items()}
     f64 = lambda a: a.astype(np.float64)  # noqa: E731
     ry, rh, rc, caches = R.stacked_lstm_forward(f64(x), f64(h0), f64(c0), params, L, bidirectional, activation,
+                                                lengths=lengths,
                                                 dropout_masks=None if masks is None else [tm(m) for m in masks])
-    assert y.dtype == dt and y.shape == tm(ry).shape and h_n.shape == (L * D, B, H)
+    assert y.dtype == dt and y.shape == tm(ry).shape == tm(np.empty((T, B, D * P))).shape
+    assert h_n.shape == (L * D, B, P) and c_n.shape == (L * D, B, H)
     testing.assert_close(tm(y), ry, dt, "y")
     testing.assert_close(h_n, rh, dt, "h_n")
     testing.assert_close(c_n, rc, dt, "c_n")
 
-    dy = testing.random_array((T, B, D * H), dt, seed + 3)
-    dh, dc = (testing.random_array((L * D, B, H), dt, seed + k) for k in (4, 5))
+    dy = testing.random_array((T, B, D * P), dt, seed + 3)
+    dh, dc = testing.random_array((L * D, B, P), dt, seed + 4), testing.random_array((L * D, B, H), dt, seed + 5)
     dx, (dh0, dc0) = lstm.backward(tm(dy), (dh, dc))
     g = R.stacked_lstm_backward(f64(dy), f64(dh), f64(dc), caches)
     testing.assert_close(tm(dx), g["x"], dt, "dx")
@@ -60,6 +73,57 @@ def _stacked_lstm_matches_reference(device, shape, L, bidirectional, bias, batch
     assert sorted(grads) == sorted(params)
     for k in params:
         testing.assert_close(grads[k], g[k], dt, k)
+
+
+def _gradcheck_composition(device, L, bidirectional, variant, drop, bias, seed, shape):
+    T, B, I, H = shape
+    lengths = testing.random_lengths(B, T, seed) if variant["lengths"] else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lstm = nblstm.LSTM(I, H, num_layers=L, bidirectional=bidirectional, dropout=0.5 if drop else 0.0,
+                           bias=bias, dtype=np.float64, seed=seed, forget_bias=1.0, device=device,
+                           **_options(H, variant, seed))
+    x = testing.random_array((T, B, I), np.float64, seed)
+    lstm(x, lengths=lengths)
+    errors = nblstm.gradcheck(lstm, x, tol=1e-6, lengths=lengths, dropout_masks=lstm.dropout_masks)
+    assert set(errors) == {"x", "h0", "c0", *lstm.state_dict()}
+
+
+@given_on("cpu", st.integers(1, 2), st.booleans(), testing.variants(), st.booleans(), st.booleans(), testing.seeds())
+def test_every_combination_passes_finite_differences(L, bidirectional, variant, drop, bias, seed):
+    """Central differences (float64) for every parameter, x, h0 and c0 of drawn compositions: layers, directions,
+    peepholes, projection, lengths, dropout (the forward's masks replayed), bias."""
+    _gradcheck_composition("cpu", L, bidirectional, variant, drop, bias, seed, (4, 3, 2, 3))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_option_at_once_passes_finite_differences(device):
+    """One layer, both directions, peepholes, a projection, lengths (one sequence cut short), on each backend: on the
+    simulator every finite-difference forward costs hundreds of launches, so cuda gets this one composition (and
+    the drawn compositions against the oracle in test_stacked_lstm_matches_reference)."""
+    _gradcheck_composition(device, 1, True, dict(peephole=True, proj=True, lengths=True), False, True, 0,
+                           (2, 2, 1, 2))       # seed 0: lengths (2, 1)
+
+
+def test_lengths_semantics():
+    """Past a sequence's end y is zero and the state frozen: h_n, c_n are those of the sequence cut to its length;
+    a sequence of length 0 returns its initial state. The reverse direction starts at each sequence's own end."""
+    lstm = nblstm.LSTM(2, 3, num_layers=2, bidirectional=True, proj_size=2, peephole=True, dtype=np.float64,
+                       seed=0)
+    x = testing.random_array((6, 3, 2), np.float64, 0)
+    h0, c0 = testing.random_array((4, 3, 2), np.float64, 1), testing.random_array((4, 3, 3), np.float64, 2)
+    lengths = np.array([6, 3, 0])
+    y, (h, c) = lstm(x, (h0, c0), lengths=lengths)
+    for b, n in enumerate(lengths):
+        assert not y[n:, b].any()
+        if n == 0:
+            np.testing.assert_array_equal(h[:, b], h0[:, b])
+            np.testing.assert_array_equal(c[:, b], c0[:, b])
+            continue
+        yb, (hb, cb) = lstm(x[:n, b:b + 1], (h0[:, b:b + 1], c0[:, b:b + 1]))   # alone, unpadded
+        testing.assert_close(y[:n, b], yb[:, 0], np.float64, "y")
+        testing.assert_close(h[:, b], hb[:, 0], np.float64, "h_n")
+        testing.assert_close(c[:, b], cb[:, 0], np.float64, "c_n")
 
 
 def test_names_shapes_and_initialization():

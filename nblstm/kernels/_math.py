@@ -71,23 +71,25 @@ def act_grad(a, act, one, zero):
 
 
 @register_jitable(inline="always")
-def unit_forward(ai, af, ag, ao, c_prev, act, one, zero):
-    """Pre-activations and c_{t-1} of one unit -> (i, f, g, o, c_t, act(c_t), h_t)."""
-    i = sigmoid(ai, one)
-    f = sigmoid(af, one)
+def unit_forward(ai, af, ag, ao, c_prev, pi, pf, po, act, one, zero):
+    """Pre-activations, c_{t-1} and the peephole weights pi, pf, po of one unit (zero: no peepholes)
+    -> (i, f, g, o, c_t, act(c_t), h_t). The input and forget gates see c_{t-1}, the output gate c_t."""
+    i = sigmoid(ai + pi * c_prev, one)
+    f = sigmoid(af + pf * c_prev, one)
     g = tanh(ag, one)
-    o = sigmoid(ao, one)
     c = f * c_prev + i * g
+    o = sigmoid(ao + po * c, one)
     tc = cell_act(c, act, one, zero)
     return i, f, g, o, c, tc, o * tc
 
 
 @register_jitable(inline="always")
-def unit_backward(dh, dc_next, i, f, g, o, c_prev, tc, act, one, zero):
-    """dL/dh_t, dL/dc_t (from step t+1) and the tape of one unit -> (dai, daf, dag, dao, dL/dc_{t-1})."""
-    dc = dc_next + dh * o * act_grad(tc, act, one, zero)
+def unit_backward(dh, dc_next, i, f, g, o, c_prev, tc, pi, pf, po, act, one, zero):
+    """dL/dh_t, dL/dc_t (from step t+1), the tape and the peephole weights of one unit
+    -> (dai, daf, dag, dao, dL/dc_{t-1}), dai... the gradients of the pre-activations."""
+    dao = dh * tc * o * (one - o)
+    dc = dc_next + dh * o * act_grad(tc, act, one, zero) + po * dao
     dai = dc * g * i * (one - i)
     daf = dc * c_prev * f * (one - f)
     dag = dc * i * (one - g * g)
-    dao = dh * tc * o * (one - o)
-    return dai, daf, dag, dao, dc * f
+    return dai, daf, dag, dao, dc * f + pi * dai + pf * daf

@@ -94,9 +94,9 @@ def _pointwise(n):
     return (max(1, (n + block - 1) // block),), (block,)
 
 
-@_launch(lambda G, c, tc, h, hw, c_prev, act: _pointwise(c.shape[0] * c.shape[1]))
-def cell_forward(G, c, tc, h, hw, c_prev, act):
-    """Pointwise step: G (B, 4H) pre-activations minus h@w_hh^T (= hw) in, activations out; writes c, act(c), h."""
+@_launch(lambda G, c, tc, m, h, hw, c_prev, wp, lengths, t, act: _pointwise(c.shape[0] * c.shape[1]))
+def cell_forward(G, c, tc, m, h, hw, c_prev, wp, lengths, t, act):
+    """Pointwise step: G (B, 4H) pre-activations minus h@w_hh^T (= hw) in, activations out; writes c, act(c), m, h."""
     B, H = c.shape
     k = cuda.grid(1)                            # one thread per unit (b, j)
     if k < B * H:
@@ -104,22 +104,28 @@ def cell_forward(G, c, tc, h, hw, c_prev, act):
         j = k - b * H
         one = G.dtype.type(1.0)
         zero = G.dtype.type(0.0)
+        if t >= lengths[b]:                     # finished: the cell state is carried, m (hence y) is zero
+            c[b, j] = c_prev[b, j]
+            tc[b, j] = zero
+            m[b, j] = zero
+            return
         i, f, g, o, cn, tcn, hn = _unit_forward(
             G[b, j] + hw[b, j], G[b, H + j] + hw[b, H + j],
             G[b, 2 * H + j] + hw[b, 2 * H + j], G[b, 3 * H + j] + hw[b, 3 * H + j],
-            c_prev[b, j], act, one, zero)
+            c_prev[b, j], wp[0, j], wp[1, j], wp[2, j], act, one, zero)
         G[b, j] = i
         G[b, H + j] = f
         G[b, 2 * H + j] = g
         G[b, 3 * H + j] = o
         c[b, j] = cn
         tc[b, j] = tcn
+        m[b, j] = hn
         h[b, j] = hn
 
 
-@_launch(lambda dG, dc, dh, G, c_prev, tc, act: _pointwise(dc.shape[0] * dc.shape[1]))
-def cell_backward(dG, dc, dh, G, c_prev, tc, act):
-    """Pointwise step backward: dh (B, H) total dL/dh_t, dc (B, H) dL/dc_t from t+1 in, dL/dc_{t-1} out; writes dG (B, 4H)."""
+@_launch(lambda dG, dc, dm, G, c_prev, tc, wp, lengths, t, act: _pointwise(dc.shape[0] * dc.shape[1]))
+def cell_backward(dG, dc, dm, G, c_prev, tc, wp, lengths, t, act):
+    """Pointwise step backward: dm (B, H) dL/dm_t, dc (B, H) dL/dc_t from t+1 in, dL/dc_{t-1} out; writes dG (B, 4H)."""
     B, H = dc.shape
     k = cuda.grid(1)
     if k < B * H:
@@ -127,9 +133,15 @@ def cell_backward(dG, dc, dh, G, c_prev, tc, act):
         j = k - b * H
         one = G.dtype.type(1.0)
         zero = G.dtype.type(0.0)
+        if t >= lengths[b]:                     # finished: no gate gradient, dL/dc passes through
+            dG[b, j] = zero
+            dG[b, H + j] = zero
+            dG[b, 2 * H + j] = zero
+            dG[b, 3 * H + j] = zero
+            return
         dai, daf, dag, dao, dcp = _unit_backward(
-            dh[b, j], dc[b, j], G[b, j], G[b, H + j], G[b, 2 * H + j], G[b, 3 * H + j],
-            c_prev[b, j], tc[b, j], act, one, zero)
+            dm[b, j], dc[b, j], G[b, j], G[b, H + j], G[b, 2 * H + j], G[b, 3 * H + j],
+            c_prev[b, j], tc[b, j], wp[0, j], wp[1, j], wp[2, j], act, one, zero)
         dG[b, j] = dai
         dG[b, H + j] = daf
         dG[b, 2 * H + j] = dag
@@ -137,44 +149,116 @@ def cell_backward(dG, dc, dh, G, c_prev, tc, act):
         dc[b, j] = dcp
 
 
-def lstm_forward(y, h_n, c_n, G, C, TC, hw, x, h0, c0, w_ih, w_hh, b, act):
-    """One layer over a sequence: writes y (T, B, H), h_n, c_n (B, H) and the tape G, C, TC; hw (B, 4H) is scratch."""
+@_launch(lambda out, a, lengths, t, accumulate: _pointwise(out.shape[0] * out.shape[1]))
+def copy_running_rows(out, a, lengths, t, accumulate):
+    """out[r] = a[r] (+= when accumulate), both (B, N), for the sequences r still running at step t (t < lengths[r])."""
+    B, N = out.shape
+    k = cuda.grid(1)
+    if k < B * N and t < lengths[k // N]:
+        if accumulate:
+            out[k // N, k % N] += a[k // N, k % N]
+        else:
+            out[k // N, k % N] = a[k // N, k % N]
+
+
+@_launch(lambda dwp, dG, C, c0: _pointwise(C.shape[2]))
+def peephole_grads(dwp, dG, C, c0):
+    """dwp (3, H) += the peephole gradients sum_t,b of dai * c_{t-1}, daf * c_{t-1}, dao * c_t (dG the tape's dL/da)."""
+    T, B, H = C.shape
+    j = cuda.grid(1)                            # one thread per unit, (t, b) summed in order
+    if j < H:
+        zero = dwp.dtype.type(0.0)
+        si = zero
+        sf = zero
+        so = zero
+        for t in range(T):
+            for b in range(B):
+                cp = c0[b, j] if t == 0 else C[t - 1, b, j]
+                si += dG[t, b, j] * cp
+                sf += dG[t, b, H + j] * cp
+                so += dG[t, b, 3 * H + j] * C[t, b, j]
+        dwp[0, j] += si
+        dwp[1, j] += sf
+        dwp[2, j] += so
+
+
+def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, act):
+    """One layer over a sequence: writes y (T, B, P), h_n (B, P), c_n (B, H) and the tape G, C, TC, M; hw (B, 4H) is scratch."""
     # Host loop of launches on one stream: x, weights, states and tape stay on the device; nothing is copied to the
     # host or synchronized between steps.
     T, B, I = x.shape
-    H = h0.shape[1]
-    keep = 1 if C.shape[0] == T else 0          # 0: inference, C and TC hold one step
+    H = c0.shape[1]
+    keep = 1 if C.shape[0] == T else 0          # 0: inference, C, TC and M hold one step
+    proj = w_hr.shape[0] > 0
     G2 = G.reshape(T * B, 4 * H)
     gemm(G2, x.reshape(T * B, I), w_ih, 0, 1, 0)    # the input product of all steps: one GEMM
     add_bias(G2, b)
+    h_n.copy_to_device(h0)                      # h_n carries the running state (device-to-device copy)
     for t in range(T):
-        h_prev = h0 if t == 0 else y[t - 1]
         c_prev = c0 if t == 0 else C[(t - 1) * keep]
-        gemm(hw, h_prev, w_hh, 0, 1, 0)         # recurrent product h_{t-1} @ w_hh^T
-        cell_forward(G[t], C[t * keep], TC[t * keep], y[t], hw, c_prev, act)
-    h_n.copy_to_device(y[T - 1])                # device-to-device copies
-    c_n.copy_to_device(C[(T - 1) * keep])
+        gemm(hw, h_n, w_hh, 0, 1, 0)            # recurrent product h_{t-1} @ w_hh^T
+        if proj:                                # m to the tape, then h_t = m w_hr^T, the running state of running rows
+            m = M[t * keep]
+            cell_forward(G[t], C[t * keep], TC[t * keep], m, m, hw, c_prev, wp, lengths, t, act)
+            gemm(y[t], m, w_hr, 0, 1, 0)
+            copy_running_rows(h_n, y[t], lengths, t, 0)
+        else:                                   # m is h_t: into y and the running state
+            cell_forward(G[t], C[t * keep], TC[t * keep], y[t], h_n, hw, c_prev, wp, lengths, t, act)
+    c_n.copy_to_device(C[(T - 1) * keep])       # finished rows carried their state to the last step
 
 
-def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dG, dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, G, C, TC, y, act):
-    """BPTT through one layer: writes dx, dh0, dc0; adds into dw_ih, dw_hh, db (4H,); dG (T, B, 4H) is scratch."""
+def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, dy, dh_n, dc_n, x, h0, c0, w_ih,
+                  w_hh, wp, w_hr, G, C, TC, M, y, lengths, act):
+    """BPTT through one layer: writes dx, dh0, dc0; adds into dw_ih, dw_hh, db, dwp (3, H) unless it has 0 rows, dw_hr;
+    scratch: dG (T, B, 4H), dH (T, B, P) and dm (B, H) with a projection, dhw (B, P)."""
     T, B, I = x.shape
-    H = h0.shape[1]
+    H = c0.shape[1]
+    P = h0.shape[1]
+    proj = w_hr.shape[0] > 0
     dh0.copy_to_device(dh_n)                    # dh0, dc0 carry dL/dh_t, dL/dc_t back through time
     dc0.copy_to_device(dc_n)
     for t in range(T - 1, -1, -1):
-        add(dh0, dy[t])
+        copy_running_rows(dh0, dy[t], lengths, t, 1)
         c_prev = c0 if t == 0 else C[t - 1]
-        cell_backward(dG[t], dc0, dh0, G[t], c_prev, TC[t], act)
-        gemm(dh0, dG[t], w_hh, 0, 0, 0)         # dL/dh_{t-1} = dG_t @ w_hh
+        if proj:                                # dL/dm_t = dL/dh_t @ w_hr
+            dH[t].copy_to_device(dh0)
+            gemm(dm, dh0, w_hr, 0, 0, 0)
+            cell_backward(dG[t], dc0, dm, G[t], c_prev, TC[t], wp, lengths, t, act)
+        else:
+            cell_backward(dG[t], dc0, dh0, G[t], c_prev, TC[t], wp, lengths, t, act)
+        gemm(dhw, dG[t], w_hh, 0, 0, 0)         # dL/dh_{t-1} = dG_t @ w_hh for the running sequences;
+        copy_running_rows(dh0, dhw, lengths, t, 0)  # a frozen state passes it through
     # Weight gradients batched over all steps after the loop, as on CPU.
     dG2 = dG.reshape(T * B, 4 * H)
     gemm(dx.reshape(T * B, I), dG2, w_ih, 0, 0, 0)
     gemm(dw_ih, dG2, x.reshape(T * B, I), 1, 0, 1)
     gemm(dw_hh, dG[0], h0, 1, 0, 1)
     if T > 1:
-        gemm(dw_hh, dG2[B:], y[:T - 1].reshape((T - 1) * B, H), 1, 0, 1)
+        gemm(dw_hh, dG2[B:], y[:T - 1].reshape((T - 1) * B, P), 1, 0, 1)
     add_column_sums(db, dG2)
+    if dwp.shape[0] > 0:
+        peephole_grads(dwp, dG, C, c0)
+    if proj:                                    # M is zero past each sequence's end
+        gemm(dw_hr, dH.reshape(T * B, P), M.reshape(T * B, H), 1, 0, 1)
+
+
+@_launch(lambda out, a, out_col, a_col, n, lengths, reverse, accumulate: _pointwise(a.shape[0] * a.shape[1] * n))
+def copy_steps(out, a, out_col, a_col, n, lengths, reverse, accumulate):
+    """out[t, b, out_col:out_col + n] (+)= a[t', b, a_col:a_col + n], t' = lengths[b]-1-t for t < lengths[b] when
+    reverse, else t; out, a (T, B, .): a reverse-direction layer's time reversal, each sequence from its own end."""
+    T = a.shape[0]
+    B = a.shape[1]
+    k = cuda.grid(1)                            # one thread per (t, b, j), j fastest: coalesced rows
+    if k < T * B * n:
+        j = k % n
+        r = k // n
+        b = r % B
+        t = r // B
+        s = lengths[b] - 1 - t if reverse and t < lengths[b] else t
+        if accumulate:
+            out[t, b, out_col + j] += a[s, b, a_col + j]
+        else:
+            out[t, b, out_col + j] = a[s, b, a_col + j]
 
 
 @_launch(lambda y, h, hw, b, lengths, t, act: _pointwise(y.shape[0] * y.shape[1]))
@@ -227,7 +311,7 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh
     for t in range(T - 1, -1, -1):
         rnn_cell_backward(dA[t], dh0, dy[t], y[t], lengths, t, act)
         gemm(dhw, dA[t], w_hh, 0, 0, 0)         # dL/dh_{t-1} = dA_t @ w_hh for the running sequences;
-        copy_running_rows(dh0, dhw, lengths, t)  # a frozen state passes dL/dh straight through
+        copy_running_rows(dh0, dhw, lengths, t, 0)  # a frozen state passes dL/dh straight through
     dA2 = dA.reshape(T * B, H)
     gemm(dx.reshape(T * B, I), dA2, w_ih, 0, 0, 0)
     gemm(dw_ih, dA2, x.reshape(T * B, I), 1, 0, 1)
@@ -235,15 +319,6 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh
     if T > 1:                                   # y[t-1] is h_{t-1} wherever dA[t] is not zero
         gemm(dw_hh, dA2[B:], y[:T - 1].reshape((T - 1) * B, H), 1, 0, 1)
     add_column_sums(db, dA2)
-
-
-@_launch(lambda out, a, lengths, t: _pointwise(out.shape[0] * out.shape[1]))
-def copy_running_rows(out, a, lengths, t):
-    """out[r] = a[r] (both (B, H)) for the sequences r still running at step t (t < lengths[r])."""
-    B, H = out.shape
-    k = cuda.grid(1)
-    if k < B * H and t < lengths[k // H]:
-        out[k // H, k % H] = a[k // H, k % H]
 
 
 def _gemm_config(C, A, B, trans_a, trans_b, accumulate):
@@ -320,25 +395,7 @@ def add_column_sums(db, dG):
         db[n] += acc
 
 
-# Stacked and bidirectional LSTM (nblstm/_lstm.py composes one-layer kernel calls; nblstm.backends calls these).
-@_launch(lambda out, a, out_col, a_col, n, reverse, accumulate: _pointwise(a.shape[0] * a.shape[1] * n))
-def copy_steps(out, a, out_col, a_col, n, reverse, accumulate):
-    """out[t, :, out_col:out_col + n] (+)= a[T-1-t if reverse else t, :, a_col:a_col + n]; out, a (T, B, .)."""
-    T = a.shape[0]
-    B = a.shape[1]
-    k = cuda.grid(1)                            # one thread per (t, b, j), j fastest: coalesced rows
-    if k < T * B * n:
-        j = k % n
-        r = k // n
-        b = r % B
-        t = r // B
-        s = T - 1 - t if reverse else t
-        if accumulate:
-            out[t, b, out_col + j] += a[s, b, a_col + j]
-        else:
-            out[t, b, out_col + j] = a[s, b, a_col + j]
-
-
+# nblstm.backends calls these for the stacked and bidirectional LSTM (nblstm/_lstm.py composes one-layer calls).
 @_launch(lambda out, a, m: _pointwise(out.shape[0] * out.shape[1]))
 def mul(out, a, m):
     """out (R, N) = a (R, N) * m (R, N), elementwise (a dropout mask)."""
@@ -349,8 +406,8 @@ def mul(out, a, m):
 
 
 # Every kernel, in file order: the PTX check (tests/test_ptx.py) compiles each for float32 and float64.
-KERNELS = (cell_forward, cell_backward, rnn_cell_forward, rnn_cell_backward, copy_running_rows, gemm, add_bias,
-           add, add_column_sums, copy_steps, mul)
+KERNELS = (cell_forward, cell_backward, copy_running_rows, peephole_grads, rnn_cell_forward, rnn_cell_backward, gemm,
+           add_bias, add, add_column_sums, copy_steps, mul)
 
 
 # Arrays on the device; nblstm.backends calls these for device="cuda".

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from _common import DEFAULT_SHAPES, shape_arg  # noqa: E402
+from _common import DEFAULT_SHAPES, set_threads, shape_arg  # noqa: E402
 
 
 def _parse(argv):
@@ -36,10 +36,7 @@ def _parse(argv):
 
 # Thread counts must be in the environment before numpy, scipy or numba load their thread pools.
 ARGS = _parse(sys.argv[1:]) if __name__ == "__main__" else None
-if ARGS is not None:
-    _already = [m for m in ("numpy", "numba", "torch") if m in sys.modules]
-    for var in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(ARGS.threads)
+_already = set_threads(ARGS.threads) if ARGS is not None else []
 
 import statistics  # noqa: E402
 import time  # noqa: E402

@@ -158,7 +158,7 @@ class LSTM(_SequenceIO, _LSTMBase):
     Layer 0 reads x; layer k > 0 reads the outputs of layer k - 1 (both directions' h concatenated, forward
     first), times a dropout mask in training. With ``bidirectional=True`` each layer also runs a reverse direction
     (its own parameters, suffix ``_reverse``) over the time-reversed sequence, and y holds both directions'
-    h_t side by side: y (T, B, D*H), D = 2 (D = 1 otherwise).
+    h_t side by side: y (T, B, D*P), D = 2 (D = 1 otherwise), P = ``proj_size`` or H, the size of h.
 
     Parameters
     ----------
@@ -176,6 +176,13 @@ class LSTM(_SequenceIO, _LSTMBase):
         with num_layers=1 has nothing to drop and warns, as torch does.
     bidirectional : bool, default False
         Add a reverse direction to every layer (D = 2).
+    proj_size : int, default 0
+        P > 0 (and < H): LSTM with a projection (LSTMP, Sak et al. 2014), as torch's: h_t = W_hr (o_t * act(c_t)),
+        ``weight_hr_l{k}`` (P, H); h, y and ``weight_hh_l{k}`` (4H, P) use P. 0: no projection.
+    peephole : bool, default False
+        Peephole connections (Gers & Schmidhuber 2000): per-unit weights ``weight_ci_l{k}``, ``weight_cf_l{k}``,
+        ``weight_co_l{k}`` (H,) through which the input and forget gates see c_{t-1} and the output gate sees c_t
+        (torch has none; they are initialized like the other parameters).
     dtype : np.float32 (default) or np.float64
         Parameters, outputs, gradients and all arithmetic use this dtype. Input of another real dtype
         (bool, int, float) is converted to it; non-contiguous input is copied; complex, string or object
@@ -205,6 +212,13 @@ class LSTM(_SequenceIO, _LSTMBase):
 
     Notes
     -----
+    Variable-length sequences: ``forward(x, state, lengths=lengths)``, lengths (B,) integers in 0..T. Sequence b
+    runs its first lengths[b] steps; past its end its state is frozen and its y is zero, so h_n, c_n are the states
+    at its last valid step (h0, c0 for length 0), and the reverse direction starts at its own end: torch's packed
+    sequences (``pack_padded_sequence``), without the packing. ``backward`` follows the same semantics (dy past an
+    end is ignored). The padded batch costs what a full one does: every step is computed for the whole batch and
+    masked (benchmarks/bench_padded.py).
+
     ``forward`` keeps a tape of what ``backward`` needs (per layer and direction: the gate activations, cell
     states and outputs); inside ``nblstm.no_grad()`` it keeps none. ``backward`` goes back through the most
     recent forward. Each layer and direction is one call of the one-layer kernel over the whole sequence; the
@@ -242,6 +256,10 @@ class LSTM(_SequenceIO, _LSTMBase):
     >>> y, (h_n, c_n) = deep(x)
     >>> y.shape, h_n.shape, deep.state_dict()["weight_ih_l1_reverse"].shape
     ((7, 2, 10), (4, 2, 5), (20, 10))
+    >>> lstmp = nblstm.LSTM(3, 5, proj_size=2, peephole=True, bidirectional=True, seed=0)
+    >>> y, (h_n, c_n) = lstmp(x, lengths=[7, 4])
+    >>> y.shape, h_n.shape, c_n.shape, bool(y[4:, 1].any())
+    ((7, 2, 4), (2, 2, 2), (2, 2, 5), False)
     """
 
     def __init__(self, input_size, hidden_size, *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
@@ -384,8 +402,9 @@ class LSTM(_SequenceIO, _LSTMBase):
 class LSTMCell(_LSTMBase):
     __doc__ = r"""One LSTM step, shaped like ``torch.nn.LSTMCell``:
     """ + _GATES + r"""
-    Parameters are as :class:`LSTM` (without ``batch_first``); their names are torch's LSTMCell ones:
-    ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``, ``bias_hh`` (4H,).
+    Parameters are as :class:`LSTM` (without ``batch_first`` and ``proj_size``); their names are torch's LSTMCell
+    ones: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``, ``bias_hh`` (4H,), and with ``peephole=True``
+    ``weight_ci``, ``weight_cf``, ``weight_co`` (H,).
 
     ``forward(x, (h, c))`` with x (B, I) and h, c (B, H) returns (h_next, c_next); ``backward(dh_next,
     dc_next)`` goes back through the most recent forward and returns dx, (dh, dc). Inside

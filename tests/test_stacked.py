@@ -166,6 +166,32 @@ def test_matches_torch_stacked_and_bidirectional():
         assert_lstm_matches_torch(ours, ref, x, h0, c0, seed)
 
 
+def test_matches_torch_projection_and_packed_sequences():
+    """proj_size (LSTMP) and variable lengths (torch's packed sequences, the reverse direction from each sequence's
+    end) in every torch-expressible composition: the weights load unchanged and give torch's outputs and gradients."""
+    torch = pytest.importorskip("torch")
+    from _torch_check import assert_lstm_matches_torch
+    for L, bidirectional, batch_first, proj, packed, seed in ((1, False, False, 2, False, 0),
+                                                              (2, True, False, 2, True, 1),
+                                                              (3, False, True, 1, True, 2),
+                                                              (2, True, True, 0, True, 3),
+                                                              (1, True, False, 3, False, 4)):
+        T, B, I, H = 6, 4, 3, 4
+        D, P = (2 if bidirectional else 1), proj or H
+        torch.manual_seed(seed)
+        ref = torch.nn.LSTM(I, H, num_layers=L, bidirectional=bidirectional, batch_first=batch_first,
+                            proj_size=proj, dtype=torch.float64)
+        ours = nblstm.LSTM(I, H, num_layers=L, bidirectional=bidirectional, batch_first=batch_first,
+                           proj_size=proj, dtype=np.float64)
+        assert list(ours.state_dict()) == list(ref.state_dict())
+        ours.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
+        xs = (B, T, I) if batch_first else (T, B, I)
+        x, h0, c0 = (testing.random_array(s, np.float64, seed + k)
+                     for k, s in enumerate([xs, (L * D, B, P), (L * D, B, H)]))
+        lengths = np.array([4, 6, 1, 3]) if packed else None       # unsorted; torch's packing needs lengths >= 1
+        assert_lstm_matches_torch(ours, ref, x, h0, c0, seed, lengths)
+
+
 def test_matches_torch_eval_with_dropout():
     """torch.nn.LSTM(dropout=p).eval() is ours at inference (no_grad) and in eval(): no dropout."""
     torch = pytest.importorskip("torch")

@@ -20,15 +20,25 @@ def _gradcheck(args):
     rng = np.random.default_rng(args.seed)
     common = dict(dtype=np.float64, seed=args.seed, bias=not args.no_bias, forget_bias=args.forget_bias,
                   cell_activation=args.cell_activation)
-    if args.model == "lstm":
-        model = nblstm.LSTM(args.input_size, args.hidden_size, **common)
-        x = rng.standard_normal((args.steps, args.batch, args.input_size))
-    else:
-        model = nblstm.LSTMCell(args.input_size, args.hidden_size, **common)
-        x = rng.standard_normal((args.batch, args.input_size))
-    print(f"gradcheck {model!r}, x {x.shape}, central differences eps={args.eps:g}, float64")
+    kwargs = {}
+    try:
+        if args.model == "lstm":
+            model = nblstm.LSTM(args.input_size, args.hidden_size, num_layers=args.layers,
+                                bidirectional=args.bidirectional, proj_size=args.proj_size, peephole=args.peephole,
+                                **common)
+            x = rng.standard_normal((args.steps, args.batch, args.input_size))
+            if args.lengths:        # a padded batch: the first sequence runs all steps, the others are drawn
+                kwargs["lengths"] = np.concatenate([[args.steps], rng.integers(0, args.steps + 1, args.batch - 1)])
+        else:
+            model = nblstm.LSTMCell(args.input_size, args.hidden_size, peephole=args.peephole, **common)
+            x = rng.standard_normal((args.batch, args.input_size))
+    except (ValueError, TypeError) as e:
+        print(f"gradcheck: {e}", file=sys.stderr)
+        return 2
+    lengths = f", lengths {kwargs['lengths'].tolist()}" if kwargs else ""
+    print(f"gradcheck {model!r}, x {x.shape}{lengths}, central differences eps={args.eps:g}, float64")
     start = time.perf_counter()
-    result = nblstm.gradcheck(model, x, eps=args.eps, seed=args.seed)
+    result = nblstm.gradcheck(model, x, eps=args.eps, seed=args.seed, **kwargs)
     print(result)
     worst = max(result.values())
     verdict = "PASS" if worst <= args.tol else "FAIL"
@@ -188,6 +198,11 @@ def main(argv=None):
     g.add_argument("--cell-activation", choices=["tanh", "relu"], default="tanh")
     g.add_argument("--forget-bias", type=float, default=1.0)
     g.add_argument("--no-bias", action="store_true")
+    g.add_argument("--layers", type=int, default=1, help="num_layers (lstm)")
+    g.add_argument("--bidirectional", action="store_true", help="(lstm)")
+    g.add_argument("--proj-size", type=int, default=0, help="projection size P < H, 0 for none (lstm)")
+    g.add_argument("--peephole", action="store_true", help="peephole connections")
+    g.add_argument("--lengths", action="store_true", help="variable lengths drawn with --seed (lstm)")
     g.add_argument("--eps", type=float, default=1e-6)
     g.add_argument("--tol", type=float, default=1e-6)
     g.add_argument("--seed", type=int, default=0)

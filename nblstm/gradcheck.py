@@ -33,10 +33,11 @@ class GradcheckResult(dict):
         self.where = {}
 
     def __str__(self):
-        rows = [f"{'tensor':<16} {'max rel err':>12}  worst element (analytic, numeric)"]
+        w = max([16, *map(len, self)])
+        rows = [f"{'tensor':<{w}} {'max rel err':>12}  worst element (analytic, numeric)"]
         for name, err in self.items():
             idx, a, n = self.where[name]
-            rows.append(f"{name:<16} {err:12.3e}  {idx} ({a:.9g}, {n:.9g})")
+            rows.append(f"{name:<{w}} {err:12.3e}  {idx} ({a:.9g}, {n:.9g})")
         return "\n".join(rows)
 
 

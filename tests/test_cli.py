@@ -102,3 +102,19 @@ def test_train_with_the_vanilla_rnn_core(capsys):
     code = main(QUICK + ["--steps", "20", "--model", "rnn"])
     out = capsys.readouterr().out
     assert code == 1 and "core=RNN(2, 8)" in out and "trained steps 0..20" in out
+
+
+def test_gradcheck_command_every_option(capsys):
+    """gradcheck of a 2-layer bidirectional peephole LSTMP with lengths: a table row per tensor, PASS, exit 0."""
+    code = main(["gradcheck", "--layers", "2", "--bidirectional", "--proj-size", "2", "--peephole", "--lengths",
+                 "--batch", "3", "--steps", "4"])
+    out = capsys.readouterr().out
+    assert code == 0 and "PASS: max relative error" in out and "lengths [4, " in out
+    rows = dict(line.split()[:2] for line in out.splitlines()[2:-1])
+    assert set(rows) >= {"x", "h0", "c0", "weight_hr_l1_reverse", "weight_co_l0"}
+    assert max(float(v) for v in rows.values()) < 1e-6
+
+
+def test_gradcheck_command_bad_configuration(capsys):
+    assert main(["gradcheck", "--proj-size", "4"]) == 2
+    assert "proj_size: expected an integer in 0..hidden_size - 1 = 3" in capsys.readouterr().err

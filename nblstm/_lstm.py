@@ -102,7 +102,8 @@ class _LSTMBase(Module):
         T, B, _ = x.shape
         H, P, p = self.hidden_size, self._P, self._params
         y, G = self._empty(T, B, P), self._empty(T, B, 4 * H)
-        C, TC = self._empty(T if keep else 1, B, H), self._empty(T if keep else 1, B, H)
+        # without a tape: C two steps (c_t beside c_{t-1}), TC and M one (nblstm/kernels/cpu.py, first comment)
+        C, TC = self._empty(T if keep else min(T, 2), B, H), self._empty(T if keep else 1, B, H)
         M = self._empty(T if keep else 1, B, H) if self.proj_size else y
         self._kernels.lstm_forward(y, h_n, c_n, G, C, TC, M, self._empty(B, 4 * H), x, h0, c0,
                                    p[f"weight_ih{s}"], p[f"weight_hh{s}"], self._bias(s), self._peepholes(s),

@@ -5,8 +5,11 @@
 # w_ci, w_cf, w_co (zeros: no peepholes). lengths (B,) int64: sequence b runs steps t < lengths[b]; past its end its
 # state is frozen, its y is zero, and its gradients pass the state's straight through.
 # Tape of a forward: G (T, B, 4H) gate activations, C (T, B, H) cell states, TC (T, B, H) act(C), M (T, B, H)
-# m = o * act(c) (the projection's input; without a projection M is y itself), and y. For inference the tape's C,
-# TC and M have length 1 in time and are overwritten each step.
+# m = o * act(c) (the projection's input; without a projection M is y itself), and y. For inference (no tape) C, TC
+# and M may be shorter in time: step t uses index t % length. C then has 2 steps, TC and M 1: c_t must not overwrite
+# c_{t-1} in place, or LLVM's runtime alias check sends the pointwise loop to its scalar fallback (2.5x slower
+# forward at T, B, I, H = 100, 32, 128, 128, measured); for the same reason the pointwise step's h, unused with a
+# projection, goes to a scratch array rather than to m itself.
 # Matrix products go to BLAS through np.dot (with out=, so nothing is allocated in the time loop).
 # Pointwise loops run over one gate block's row at a time (views gi, gf, gg, go of length H): indexed by the
 # loop counter alone, they vectorize; G[b, 2 * H + j] indexing does not (numba's negative-index wraparound).
@@ -93,20 +96,22 @@ def peephole_grads(dwp, dG, C, c0):
 
 
 @_jit
-def _forward_steps(y, h_n, C, TC, M, G, hw, c0, w_hhT, w_hr, wp, lengths, keep, act):
+def _forward_steps(y, h_n, C, TC, M, G, hw, c0, w_hhT, w_hr, wp, lengths, act):
     """The time loop of lstm_forward, G holding the input products; w_hhT (P, 4H) is w_hh^T in C or F order."""
     T = G.shape[0]
+    nC, nT, nM = C.shape[0], TC.shape[0], M.shape[0]
     proj = w_hr.shape[0] > 0
+    h_scratch = np.empty(h_n.shape, h_n.dtype) if proj else h_n     # where the pointwise step's h goes unused
     for t in range(T):
-        c_prev = c0 if t == 0 else C[(t - 1) * keep]
+        c_prev = c0 if t == 0 else C[(t - 1) % nC]
         np.dot(h_n, w_hhT, hw)                  # recurrent product h_{t-1} @ w_hh^T
         if proj:                                # m to the tape, then h_t = m w_hr^T, the running state of running rows
-            m = M[t * keep]
-            cell_forward(G[t], C[t * keep], TC[t * keep], m, m, hw, c_prev, wp, lengths, t, act)
+            m = M[t % nM]
+            cell_forward(G[t], C[t % nC], TC[t % nT], m, h_scratch, hw, c_prev, wp, lengths, t, act)
             np.dot(m, w_hr.T, y[t])
             copy_running_rows(h_n, y[t], lengths, t, False)
         else:                                   # m is h_t: into y and the running state
-            cell_forward(G[t], C[t * keep], TC[t * keep], y[t], h_n, hw, c_prev, wp, lengths, t, act)
+            cell_forward(G[t], C[t % nC], TC[t % nT], y[t], h_n, hw, c_prev, wp, lengths, t, act)
 
 
 @_jit
@@ -114,7 +119,6 @@ def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_h
     """One layer over a sequence: writes y (T, B, P), h_n (B, P), c_n (B, H) and the tape G, C, TC, M; hw (B, 4H) is scratch."""
     T, B, I = x.shape
     H = c0.shape[1]
-    keep = 1 if C.shape[0] == T else 0          # 0: inference, C, TC and M hold one step
     G2 = G.reshape((T * B, 4 * H))
     np.dot(x.reshape((T * B, I)), w_ih.T, G2)   # the input product of all steps: one GEMM
     for r in range(T * B):
@@ -125,10 +129,10 @@ def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_h
     # (B=1, H=32: 0.17 vs 0.30 us; B=16, H=64: 4.6 vs 9.9 us). For larger H both are as fast, and the transposing
     # copy is not free (0.3 ms at H=256, 3.5 ms at H=512). Two calls, not one variable: C and F order don't unify.
     if H <= 128:
-        _forward_steps(y, h_n, C, TC, M, G, hw, c0, np.ascontiguousarray(w_hh.T), w_hr, wp, lengths, keep, act)
+        _forward_steps(y, h_n, C, TC, M, G, hw, c0, np.ascontiguousarray(w_hh.T), w_hr, wp, lengths, act)
     else:
-        _forward_steps(y, h_n, C, TC, M, G, hw, c0, w_hh.T, w_hr, wp, lengths, keep, act)
-    c_n[:] = C[(T - 1) * keep]                  # finished rows carried their state to the last step
+        _forward_steps(y, h_n, C, TC, M, G, hw, c0, w_hh.T, w_hr, wp, lengths, act)
+    c_n[:] = C[(T - 1) % C.shape[0]]            # finished rows carried their state to the last step
 
 
 @_jit

@@ -188,23 +188,23 @@ def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_h
     # host or synchronized between steps.
     T, B, I = x.shape
     H = c0.shape[1]
-    keep = 1 if C.shape[0] == T else 0          # 0: inference, C, TC and M hold one step
+    nC, nT, nM = C.shape[0], TC.shape[0], M.shape[0]    # shorter than T for inference: step t uses t % length
     proj = w_hr.shape[0] > 0
     G2 = G.reshape(T * B, 4 * H)
     gemm(G2, x.reshape(T * B, I), w_ih, 0, 1, 0)    # the input product of all steps: one GEMM
     add_bias(G2, b)
     h_n.copy_to_device(h0)                      # h_n carries the running state (device-to-device copy)
     for t in range(T):
-        c_prev = c0 if t == 0 else C[(t - 1) * keep]
+        c_prev = c0 if t == 0 else C[(t - 1) % nC]
         gemm(hw, h_n, w_hh, 0, 1, 0)            # recurrent product h_{t-1} @ w_hh^T
         if proj:                                # m to the tape, then h_t = m w_hr^T, the running state of running rows
-            m = M[t * keep]
-            cell_forward(G[t], C[t * keep], TC[t * keep], m, m, hw, c_prev, wp, lengths, t, act)
+            m = M[t % nM]                       # (the pointwise step's h, unused, goes to m too)
+            cell_forward(G[t], C[t % nC], TC[t % nT], m, m, hw, c_prev, wp, lengths, t, act)
             gemm(y[t], m, w_hr, 0, 1, 0)
             copy_running_rows(h_n, y[t], lengths, t, 0)
         else:                                   # m is h_t: into y and the running state
-            cell_forward(G[t], C[t * keep], TC[t * keep], y[t], h_n, hw, c_prev, wp, lengths, t, act)
-    c_n.copy_to_device(C[(T - 1) * keep])       # finished rows carried their state to the last step
+            cell_forward(G[t], C[t % nC], TC[t % nT], y[t], h_n, hw, c_prev, wp, lengths, t, act)
+    c_n.copy_to_device(C[(T - 1) % nC])         # finished rows carried their state to the last step
 
 
 def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, dy, dh_n, dc_n, x, h0, c0, w_ih,

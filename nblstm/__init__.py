@@ -11,9 +11,12 @@ from .gradcheck import GradcheckError, GradcheckResult, gradcheck
 from ._layers import Embedding, Linear, SequenceModel
 from . import io, losses, optim, tasks, training
 from .training import fit, tbptt
+from . import diagnostics
+from .diagnostics import finite_difference_errors, gate_statistics, step_gradients
 
 __version__ = "0.1.0"
 
 __all__ = ["LSTM", "LSTMCell", "RNN", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckResult",
            "GradcheckError", "reference", "backends", "__version__",
            "Linear", "Embedding", "SequenceModel", "losses", "optim", "io", "tasks", "training", "tbptt", "fit"]
+__all__ += ["diagnostics", "step_gradients", "gate_statistics", "finite_difference_errors"]

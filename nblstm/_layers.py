@@ -1,14 +1,15 @@
 """Linear, Embedding and SequenceModel (embedding -> recurrent core -> linear head), with hand-written backward.
 
 Shape letters: N any leading axes (e.g. T, B), I input features, O output features, V vocabulary, E embedding size.
-CPU only, plain NumPy: these layers are one GEMM (or one gather) per call, already BLAS-bound; all arithmetic
+On "cpu" plain NumPy: these layers are one GEMM (or one gather) per call, already BLAS-bound. On "cuda" the kernels
+of :mod:`nblstm.kernels.layers_cuda` (the LSTM's tiled GEMM, a gather and an ordered scatter-add). All arithmetic
 stays in the model's dtype (float32 arrays with weak Python scalars only, NEP 50).
 """
 import math
 
 import numpy as np
 
-from . import _checks
+from . import _checks, backends
 from ._grad import is_grad_enabled
 from ._module import Module
 
@@ -23,16 +24,51 @@ def _features(a, name, dtype, size):
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
+def _where(a, like):
+    """A result where the caller wants it: on the device when `like` (the caller's input) is a device array, else
+    NumPy; nested tuples (a recurrent core's state) element by element."""
+    if isinstance(a, (tuple, list)):
+        return type(a)(_where(v, like) for v in a)
+    return a if a is None or backends.is_device_array(like) else backends.to_host(a)
+
+
 class _Layer(Module):
-    """Shared by Linear and Embedding: the tape and its error."""
+    """Shared by Linear and Embedding: the device's kernels, the tape and its error, device rows of an argument.
+
+    ``forward``/``backward`` return results where the caller wants them (device arrays for device input, else NumPy);
+    ``_forward``/``_backward`` keep them on ``self.device`` (SequenceModel chains its parts through those)."""
 
     _tape = None
+
+    def to(self, device):
+        """Move parameters and gradients to `device` ("cpu" or "cuda") and run there from now on; returns self.
+        "cuda" without numba-cuda or a GPU raises ``nblstm.backends.CudaUnavailableError`` (see Module.to)."""
+        super().to(device)
+        self._lk = backends.layer_kernels(device) if device != "cpu" else None     # "cpu" runs NumPy
+        return self
 
     def _check_tape(self):
         if self._tape is None:
             raise RuntimeError(f"{type(self).__name__}.backward: no tape to go back through; call forward first, "
                                "outside nblstm.no_grad()")
         return self._tape
+
+    def _rows(self, a, name, size):
+        """a (..., size) on the device as (N, size) rows, and the leading shape: a device array of the model's dtype
+        that is C-contiguous is used as is; anything else is checked on the host (_features) and copied over."""
+        shape = tuple(getattr(a, "shape", ()))              # (the simulator's device shapes take no [-1])
+        if not (backends.is_device_array(a) and hasattr(a, "copy_to_host") and np.dtype(a.dtype) == self.dtype
+                and a.is_c_contiguous() and len(shape) >= 1 and shape[-1] == size and a.size > 0):
+            a = backends.to_device(self.device, _features(backends.to_host(a), name, self.dtype, size))
+            shape = tuple(a.shape)
+        return a.reshape(a.size // size, size), tuple(shape[:-1])
+
+    def _repr_device(self, args):
+        if self.dtype != np.float32:
+            args.append(f"dtype={self.dtype.name}")
+        if self.device != "cpu":
+            args.append(f"device={self.device!r}")
+        return args
 
 
 class Linear(_Layer):
@@ -47,6 +83,9 @@ class Linear(_Layer):
     dtype : np.float32 (default) or np.float64
     seed : int or None
         torch's initialization: ``weight`` (O, I) and ``bias`` (O,) from U(-1/sqrt(I), 1/sqrt(I)).
+    device : {"cpu", "cuda"}
+        As :class:`nblstm.LSTM`'s: on "cuda" parameters and gradients are device arrays, and results are device
+        arrays when the argument (x, dy) is one, else NumPy; ``to(device)`` moves the layer.
 
     ``forward(x)`` takes x (..., I) and returns y (..., O); ``backward(dy)`` goes back through the most recent
     forward, adds dL/dW and dL/db into ``grads`` and returns dL/dx (..., I).
@@ -61,7 +100,7 @@ class Linear(_Layer):
     ((4, 5, 2), (4, 5, 3), ['bias', 'weight'])
     """
 
-    def __init__(self, in_features, out_features, *, bias=True, dtype=np.float32, seed=None):
+    def __init__(self, in_features, out_features, *, bias=True, dtype=np.float32, seed=None, device="cpu"):
         self.in_features = _checks.positive_int(in_features, "in_features")
         self.out_features = _checks.positive_int(out_features, "out_features")
         self.bias = bool(bias)
@@ -70,39 +109,62 @@ class Linear(_Layer):
         if self.bias:
             shapes["bias"] = (self.out_features,)
         self._init_params(shapes, np.random.default_rng(seed), 1.0 / math.sqrt(self.in_features))
+        self.to(_checks.choice(device, "device", tuple(backends.TARGETS)))
 
     def forward(self, x):
         """x (..., I) -> y (..., O)."""
-        x = _features(x, "x", self.dtype, self.in_features)
-        x2 = x.reshape(-1, self.in_features)
-        y = x2 @ self._params["weight"].T                          # (N, O): one GEMM
-        if self.bias:
-            y += self._params["bias"]
-        self._tape = x2 if is_grad_enabled() else None
-        return y.reshape(x.shape[:-1] + (self.out_features,))
+        return _where(self._forward(x), x)
 
     __call__ = forward
 
+    def _forward(self, x):
+        """forward, y on self.device."""
+        p = self._params
+        if self.device == "cpu":
+            x = _features(x, "x", self.dtype, self.in_features)
+            x2, lead = x.reshape(-1, self.in_features), x.shape[:-1]
+            y = x2 @ p["weight"].T                                 # (N, O): one GEMM
+            if self.bias:
+                y += p["bias"]
+        else:
+            x2, lead = self._rows(x, "x", self.in_features)
+            y = self._empty(x2.shape[0], self.out_features)
+            self._lk.linear_forward(y, x2, p["weight"], p["bias"] if self.bias else self._empty(0))
+        self._tape = x2 if is_grad_enabled() else None
+        return y.reshape(lead + (self.out_features,))
+
     def backward(self, dy):
         """dL/dy (..., O) -> dL/dx (..., I); adds dL/dweight, dL/dbias into ``grads``."""
+        return _where(self._backward(dy), dy)
+
+    def _backward(self, dy):
+        """backward, dx on self.device."""
         x2 = self._check_tape()
-        dy = _features(dy, "dy", self.dtype, self.out_features)
-        if dy.size // self.out_features != x2.shape[0]:
+        if self.device == "cpu":
+            dy = _features(dy, "dy", self.dtype, self.out_features)
+            dy2, lead = dy.reshape(-1, self.out_features), dy.shape[:-1]
+        else:
+            dy2, lead = self._rows(dy, "dy", self.out_features)
+        if dy2.shape[0] != x2.shape[0]:
             raise ValueError(f"dy: expected {x2.shape[0]} rows of {self.out_features} (as the forward's output), "
-                             f"got shape {dy.shape}")
-        dy2 = dy.reshape(-1, self.out_features)
-        self.grads["weight"] += dy2.T @ x2                         # (O, I)
-        if self.bias:
-            self.grads["bias"] += dy2.sum(axis=0)
-        return (dy2 @ self._params["weight"]).reshape(dy.shape[:-1] + (self.in_features,))
+                             f"got shape {lead + (self.out_features,)}")
+        g = self.grads
+        if self.device == "cpu":
+            g["weight"] += dy2.T @ x2                              # (O, I)
+            if self.bias:
+                g["bias"] += dy2.sum(axis=0)
+            dx = dy2 @ self._params["weight"]
+        else:
+            dx = self._empty(x2.shape[0], self.in_features)
+            self._lk.linear_backward(dx, g["weight"], g["bias"] if self.bias else self._empty(0), dy2, x2,
+                                     self._params["weight"])
+        return dx.reshape(lead + (self.in_features,))
 
     def _repr_args(self):
         args = [str(self.in_features), str(self.out_features)]
         if not self.bias:
             args.append("bias=False")
-        if self.dtype != np.float32:
-            args.append(f"dtype={self.dtype.name}")
-        return args
+        return self._repr_device(args)
 
 
 class Embedding(_Layer):
@@ -114,6 +176,8 @@ class Embedding(_Layer):
         V and E; ``weight`` is (V, E), initialized as torch does from N(0, 1).
     dtype : np.float32 (default) or np.float64
     seed : int or None
+    device : {"cpu", "cuda"}
+        As :class:`Linear`'s. Indices are checked on the host (a device index array is copied there for the check).
 
     ``forward(index)`` takes integers in [0, V) of any shape and returns (..., E); ``backward(dy)`` adds
     dL/dweight (rows of dy summed per index) into ``grads`` and returns None (integers have no gradient).
@@ -128,42 +192,62 @@ class Embedding(_Layer):
     ((2, 2, 4), array([2., 2., 2., 2.], dtype=float32))
     """
 
-    def __init__(self, num_embeddings, embedding_dim, *, dtype=np.float32, seed=None):
+    def __init__(self, num_embeddings, embedding_dim, *, dtype=np.float32, seed=None, device="cpu"):
         self.num_embeddings = _checks.positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = _checks.positive_int(embedding_dim, "embedding_dim")
         self.dtype = _checks.as_float_dtype(dtype)
         rng = np.random.default_rng(seed)
         self._params = {"weight": rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)}
         self.grads = {"weight": np.zeros_like(self._params["weight"])}
+        self.to(_checks.choice(device, "device", tuple(backends.TARGETS)))
 
     def forward(self, index):
         """index (...) integers in [0, V) -> y (..., E)."""
-        idx = np.asarray(index)
+        return _where(self._forward(index), index)
+
+    __call__ = forward
+
+    def _forward(self, index):
+        """forward, y on self.device."""
+        idx = np.asarray(backends.to_host(index))
         if idx.dtype.kind not in "iu" or idx.size == 0:
             raise TypeError(f"index: expected a non-empty integer array, got dtype {idx.dtype} shape {idx.shape}")
         if idx.min() < 0 or idx.max() >= self.num_embeddings:
             raise ValueError(f"index: expected integers in [0, {self.num_embeddings}), got values in "
                              f"[{idx.min()}, {idx.max()}]")
-        self._tape = idx.ravel().astype(np.intp) if is_grad_enabled() else None
-        return self._params["weight"][idx]
-
-    __call__ = forward
+        w = self._params["weight"]
+        if self.device == "cpu":
+            self._tape = idx.ravel().astype(np.intp) if is_grad_enabled() else None
+            return w[idx]
+        flat = index.reshape(index.size) if backends.is_device_array(index) and np.dtype(index.dtype) == np.int64 \
+            and index.is_c_contiguous() else backends.to_device(self.device, idx.ravel().astype(np.int64))
+        y = self._empty(idx.size, self.embedding_dim)
+        self._lk.embedding_forward(y, w, flat)
+        self._tape = flat if is_grad_enabled() else None
+        return y.reshape(idx.shape + (self.embedding_dim,))
 
     def backward(self, dy):
         """dL/dy (..., E) -> None; adds dL/dweight into ``grads``."""
+        self._backward(dy)
+
+    def _backward(self, dy):
         idx = self._check_tape()
-        dy = _features(dy, "dy", self.dtype, self.embedding_dim)
-        if dy.size // self.embedding_dim != idx.size:
+        if self.device == "cpu":
+            dy = _features(dy, "dy", self.dtype, self.embedding_dim)
+            dy2, lead = dy.reshape(-1, self.embedding_dim), dy.shape[:-1]
+        else:
+            dy2, lead = self._rows(dy, "dy", self.embedding_dim)
+        if dy2.shape[0] != idx.size:
             raise ValueError(f"dy: expected {idx.size} rows of {self.embedding_dim} (as the forward's output), "
-                             f"got shape {dy.shape}")
-        np.add.at(self.grads["weight"], idx, dy.reshape(-1, self.embedding_dim))   # repeated indices add up
+                             f"got shape {lead + (self.embedding_dim,)}")
+        if self.device == "cpu":
+            np.add.at(self.grads["weight"], idx, dy2)              # repeated indices add up
+        else:
+            self._lk.embedding_backward(self.grads["weight"], dy2, idx)
         return None
 
     def _repr_args(self):
-        args = [str(self.num_embeddings), str(self.embedding_dim)]
-        if self.dtype != np.float32:
-            args.append(f"dtype={self.dtype.name}")
-        return args
+        return self._repr_device([str(self.num_embeddings), str(self.embedding_dim)])
 
 
 class SequenceModel:
@@ -182,6 +266,11 @@ class SequenceModel:
     embedding : Embedding or None
         When given, x is (T, B) integer indices.
 
+    The model runs on its core's ``device``: a head or embedding built on another device is moved there, and
+    ``to(device)`` moves every part. On "cuda" the parts pass device arrays to each other (no copies to the host
+    between them); ``out`` and the state are device arrays when x is one, else NumPy, and the same for
+    ``backward``'s results and dout.
+
     Examples
     --------
     >>> import numpy as np, nblstm
@@ -199,6 +288,20 @@ class SequenceModel:
                                 f"got {type(part).__name__}")
         self.core, self.head, self.embedding = core, head, embedding
         self.dtype = np.dtype(core.dtype)
+        for part in (head, embedding):
+            if part is not None and getattr(part, "device", "cpu") != self.device and hasattr(part, "to"):
+                part.to(self.device)
+
+    @property
+    def device(self):
+        """The core's device, where every part runs."""
+        return getattr(self.core, "device", "cpu")
+
+    def to(self, device):
+        """Move every part to `device` ("cpu" or "cuda"); returns self."""
+        for _, p in self._parts():
+            p.to(device)
+        return self
 
     def _parts(self):
         return [(n, p) for n, p in (("embedding", self.embedding), ("core", self.core), ("head", self.head))
@@ -233,26 +336,43 @@ class SequenceModel:
         for n, p in self._parts():
             p.load_state_dict({k[len(n) + 1:]: v for k, v in state_dict.items() if k.startswith(n + ".")})
 
+    def _input(self, x):
+        """x for the core: on the device when the model is (real-valued host input converted to the model's dtype
+        first; anything else goes as it is, for the core to check and name)."""
+        if self.device == "cpu" or backends.is_device_array(x):
+            return x
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "biuf" or arr.size == 0:
+            return x
+        return backends.to_device(self.device, np.ascontiguousarray(arr, self.dtype))
+
     def forward(self, x, state=None):
         """x (T, B, I) (or (T, B) indices with an embedding), state of the core or None
         -> out (T, B, O) (the core's y without a head), the core's final state."""
-        e = self.embedding(x) if self.embedding is not None else x
+        e = _run(self.embedding, x) if self.embedding is not None else self._input(x)
         y, state = self.core(e, state)
-        y = np.asarray(y)
-        return (self.head(y) if self.head is not None else y), state
+        out = _run(self.head, y) if self.head is not None else y
+        return _where(out, x), _where(state, x)
 
     __call__ = forward
 
     def backward(self, dout, dstate=None):
         """dL/dout like out, dL/d(final state) or None (zeros: the gradient is cut there)
         -> dL/dx (None with an embedding), dL/d(initial state). Adds into every part's ``grads``."""
-        dy = self.head.backward(dout) if self.head is not None else dout
+        dy = _run(self.head, dout, "backward") if self.head is not None else self._input(dout)
         dx, dstate0 = self.core.backward(dy, dstate)
         if self.embedding is not None:
-            self.embedding.backward(np.asarray(dx))
+            _run(self.embedding, dx, "backward")
             dx = None
-        return dx, dstate0
+        return _where(dx, dout), _where(dstate0, dout)
 
     def __repr__(self):
         parts = ", ".join(f"{n}={p!r}" for n, p in self._parts())
         return f"SequenceModel({parts})"
+
+
+def _run(part, a, method="forward"):
+    """part.forward(a) or .backward(a), results left on the part's device when it has _forward/_backward (Linear,
+    Embedding), else as the part returns them."""
+    fn = getattr(part, "_" + method, None) or getattr(part, method)
+    return fn(a)

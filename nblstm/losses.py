@@ -7,8 +7,14 @@ that is 1 only at t = length - 1). The gradient is in the input's dtype; float32
 
 ``reduction="mean"`` divides by the total weight (torch's convention for masked/weighted means); ``"sum"``
 does not divide. An all-zero mask gives loss 0 and a zero gradient.
+
+Device arrays (the output of a device="cuda" model) are computed on the device by the kernels of
+:mod:`nblstm.kernels.layers_cuda`, and the gradient stays there; targets and masks may be NumPy or device arrays
+(they are checked on the host). NumPy input runs the NumPy code below, the reference of those kernels.
 """
 import numpy as np
+
+from . import backends
 
 __all__ = ["softmax_cross_entropy", "mse", "log_softmax", "BITS_PER_NAT"]
 
@@ -17,7 +23,8 @@ BITS_PER_NAT = 1.0 / np.log(2.0)
 
 
 def _float(a, name):
-    arr = np.asarray(a)
+    """A float32/float64 array: NumPy, or a device array as it is."""
+    arr = a if backends.is_device_array(a) else np.asarray(a)
     if arr.dtype.kind != "f" or arr.dtype not in (np.float32, np.float64):
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}")
     return arr
@@ -26,7 +33,7 @@ def _float(a, name):
 def _weights(mask, shape, dtype, name="mask"):
     if mask is None:
         return None
-    w = np.asarray(mask)
+    w = np.asarray(backends.to_host(mask))
     if w.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected bool or real weights, got dtype {w.dtype}")
     if w.shape != shape:
@@ -53,6 +60,23 @@ def _reduce(total, norm, grad, reduction):
     scale = grad.dtype.type(1) / grad.dtype.type(norm)
     grad *= scale
     return float(total * scale), grad
+
+
+def _device_loss(kernel, z, grad_shape, norm, reduction, *args):
+    """(loss, dloss) on the device: kernel `kernel` of layers_cuda ("softmax_xent" or "mse") writes per-row losses
+    and the scaled gradient from z (N, .) and `args`; the rows are summed on the device, only that sum comes back."""
+    dtype = np.dtype(z.dtype)
+    if _reduction(reduction) == "sum":
+        norm = 1
+    if norm == 0:
+        return 0.0, backends.zeros("cuda", grad_shape, dtype)
+    scale = dtype.type(1) / dtype.type(norm)
+    K = backends.layer_kernels("cuda")
+    rows, grad, total = backends.empty("cuda", (z.shape[0],), dtype), backends.empty("cuda", z.shape, dtype), \
+        backends.zeros("cuda", (1,), dtype)
+    getattr(K, kernel)(rows, grad, z, *args, scale)
+    K.reduce_sum(total, rows, 0)
+    return float(backends.to_host(total)[0] * scale), grad.reshape(grad_shape)
 
 
 def log_softmax(logits):
@@ -91,20 +115,27 @@ def softmax_cross_entropy(logits, target, mask=None, *, reduction="mean"):
     (1.386294, dtype('float32'))
     """
     z = _float(logits, "logits")
-    if z.ndim < 1 or z.shape[-1] < 1:
-        raise ValueError(f"logits: expected shape (..., C), got {z.shape}")
-    y = np.asarray(target)
+    shape = tuple(z.shape)                                        # (the simulator's device shapes take no [-1])
+    if len(shape) < 1 or shape[-1] < 1:
+        raise ValueError(f"logits: expected shape (..., C), got {shape}")
+    y = np.asarray(backends.to_host(target))
     if y.dtype.kind not in "iu":
         raise TypeError(f"target: expected integer class indices, got dtype {y.dtype}")
-    if y.shape != z.shape[:-1]:
-        raise ValueError(f"target: expected shape {z.shape[:-1]} (logits without the class axis), got {y.shape}")
+    if y.shape != shape[:-1]:
+        raise ValueError(f"target: expected shape {shape[:-1]} (logits without the class axis), got {y.shape}")
     w = _weights(mask, y.shape, z.dtype)
-    C = z.shape[-1]
+    C = shape[-1]
     live = np.ones(y.shape, bool) if w is None else w > 0
     if np.any(live & ((y < 0) | (y >= C))):
         raise ValueError(f"target: expected class indices in [0, {C}) where the mask is non-zero, got values in "
                          f"[{y[live].min()}, {y[live].max()}]")
     y = np.where(live, y, 0).astype(np.intp)
+    if backends.is_device_array(z):
+        N = y.size
+        norm = N if w is None else w.sum()
+        wd = np.ones(1, z.dtype) if w is None else w.reshape(N)
+        return _device_loss("softmax_xent", z.reshape(N, C), shape, norm, reduction,
+                            backends.to_device("cuda", y.reshape(N).astype(np.int64)), backends.to_device("cuda", wd))
     logp = log_softmax(z)                                         # (N..., C), stable
     nll = -np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
     grad = np.exp(logp)                                           # softmax
@@ -142,11 +173,14 @@ def mse(pred, target, mask=None, *, reduction="mean"):
     (1.0, array([0., 2.], dtype=float32))
     """
     p = _float(pred, "pred")
-    t = np.asarray(target)
-    if t.dtype.kind not in "biuf":
+    t = target if backends.is_device_array(target) else np.asarray(target)
+    if np.dtype(t.dtype).kind not in "biuf":
         raise TypeError(f"target: expected a real-valued array, got dtype {t.dtype}")
-    if t.shape != p.shape:
-        raise ValueError(f"target: expected shape {p.shape} (as pred), got {t.shape}")
+    if tuple(t.shape) != tuple(p.shape):
+        raise ValueError(f"target: expected shape {tuple(p.shape)} (as pred), got {tuple(t.shape)}")
+    if backends.is_device_array(p):
+        return _mse_device(p, t, mask, reduction)
+    t = backends.to_host(t)
     diff = p - t.astype(p.dtype)
     if mask is not None and np.ndim(mask) == p.ndim - 1:
         w = _weights(mask, p.shape[:-1], p.dtype)[..., None] * np.ones(p.shape[-1:], p.dtype)
@@ -157,3 +191,21 @@ def mse(pred, target, mask=None, *, reduction="mean"):
     else:
         total, norm, grad = (w * diff * diff).sum(), w.sum(), 2 * w * diff
     return _reduce(total, norm, grad, reduction)
+
+
+def _mse_device(p, t, mask, reduction):
+    """mse of a device array p (N..., K): the kernel reads the mask as given, (N, 1) or (N, K), or (1, 1) for none."""
+    dtype, shape = np.dtype(p.dtype), tuple(p.shape)
+    K = shape[-1] if shape else 1
+    N = p.size // K
+    t = backends.as_array("cuda", t, "target", dtype, shape).reshape(N, K)
+    if mask is None:
+        norm, w = p.size, np.ones((1, 1), dtype)
+    elif np.ndim(backends.to_host(mask)) == len(shape) - 1:
+        w = _weights(mask, shape[:-1], dtype)
+        norm, w = (w[..., None] * np.ones(shape[-1:], dtype)).sum(), w.reshape(N, 1)   # the host path's norm
+    else:
+        w = _weights(mask, shape, dtype)
+        norm, w = w.sum(), w.reshape(N, K)
+    return _device_loss("mse", p.reshape(N, K), shape, norm, reduction, t,
+                        backends.to_device("cuda", w))

@@ -7,6 +7,12 @@ The update rules are torch.optim's (same defaults, same order of operations), co
 dtype. ``state_dict()`` is a flat dict name -> NumPy array (0-d for scalars): hyperparameters, the step count
 and the per-parameter buffers (``exp_avg/0.weight_ih_l0`` ...), ready for ``nblstm.io.save``.
 
+Parameters of a device="cuda" object are updated on the device, in place, one kernel launch per parameter
+(:mod:`nblstm.kernels.layers_cuda`: ``sgd_step``, ``adam_step``; clipping's ``reduce_sum`` and ``scale``;
+``zero_grad``'s ``fill``), with their buffers on the device too: nothing is copied to the host but clipping's norm,
+one number. NumPy parameters run the
+NumPy code of ``_update`` (the reference of those kernels).
+
 Examples
 --------
 >>> import numpy as np, nblstm
@@ -22,6 +28,8 @@ array(1)
 import math
 
 import numpy as np
+
+from . import backends
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "global_norm"]
 
@@ -44,24 +52,24 @@ def _items(objects):
             yield f"{i}.{name}", p, grads[name]
 
 
-def _on_host(objects):
-    """Like _items, with NumPy arrays: a device array (a device="cuda" object) is copied to the host; the
-    returned `sync()` writes the host copies back. Parameters on the CPU are the live arrays themselves."""
-    items, back = [], []
-    for key, p, g in _items(objects):
-        if not isinstance(p, np.ndarray) or not isinstance(g, np.ndarray):
-            from . import backends
-            hp, hg = backends.to_host(p, copy=True), backends.to_host(g, copy=True)
-            back += [(p, hp), (g, hg)]
-            p, g = hp, hg
-        items.append((key, p, g))
+def _cuda():
+    """The device kernels (nblstm.kernels.layers_cuda), imported only when a parameter is a device array."""
+    return backends.layer_kernels("cuda")
 
-    def sync():
-        if back:
-            from . import backends
-            for live, host in back:
-                backends.copy_into(live, host)
-    return items, sync
+
+def _flat(a):
+    """A (P,) view of a C-contiguous array of either kind (what the update kernels take)."""
+    return a.reshape(a.size)
+
+
+def _matched(p, g, key):
+    """g on p's side (host or device), its shape checked: a device array for a device parameter (copied over when the
+    object keeps its gradient on the host), a NumPy array for a host one."""
+    if tuple(g.shape) != tuple(p.shape):
+        raise ValueError(f"grads[{key!r}]: expected shape {tuple(p.shape)} (as the parameter), got {tuple(g.shape)}")
+    if backends.is_device_array(p):
+        return g if backends.is_device_array(g) else backends.to_device("cuda", np.ascontiguousarray(g, p.dtype))
+    return backends.to_host(g)
 
 
 def _hyper(value, name, low=0.0, high=math.inf, open_high=False):
@@ -73,10 +81,20 @@ def _hyper(value, name, low=0.0, high=math.inf, open_high=False):
 
 
 def global_norm(objects):
-    """sqrt of the sum of squares of every gradient of `objects` (accumulated in float64), a float."""
-    items, _ = _on_host(_objects(objects))
-    return math.sqrt(sum(float(np.dot(g.ravel().astype(np.float64), g.ravel().astype(np.float64)))
-                         for _, _, g in items))
+    """sqrt of the sum of squares of every gradient of `objects`, a float: NumPy gradients accumulated in float64;
+    device gradients summed on the device in their dtype (a block-wide tree per array, kernels.layers_cuda.reduce_sum),
+    one number per dtype copied back."""
+    host, device = 0.0, {}
+    for _, _, g in _items(_objects(objects)):
+        if backends.is_device_array(g):
+            dt = np.dtype(g.dtype)
+            if dt not in device:
+                device[dt] = backends.zeros("cuda", (1,), dt)
+            _cuda().reduce_sum(device[dt], _flat(g), 1)
+        else:
+            g = np.asarray(g).ravel().astype(np.float64)
+            host += float(np.dot(g, g))
+    return math.sqrt(host + sum(float(backends.to_host(acc)[0]) for acc in device.values()))
 
 
 def clip_grad_norm(objects, max_norm):
@@ -84,17 +102,20 @@ def clip_grad_norm(objects, max_norm):
     ``torch.nn.utils.clip_grad_norm_``; returns the global norm before clipping.
 
     The norm is taken over every gradient of every object together (one scale for all). A non-finite norm
-    leaves the gradients unchanged (and is returned, so the caller can skip the step).
+    leaves the gradients unchanged (and is returned, so the caller can skip the step). Device gradients are scaled
+    on the device.
     """
     max_norm = _hyper(max_norm, "max_norm")
     objects = _objects(objects)
     norm = global_norm(objects)
     if math.isfinite(norm) and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
-        items, sync = _on_host(objects)
-        for _, _, g in items:
-            g *= g.dtype.type(scale)
-        sync()
+        for _, _, g in _items(objects):
+            s = np.dtype(g.dtype).type(scale)
+            if backends.is_device_array(g):
+                _cuda().scale(_flat(g), s)
+            else:
+                g *= s
     return norm
 
 
@@ -111,25 +132,33 @@ class Optimizer:
         self.state = {slot: {} for slot in self._slots}          # slot -> key -> array
 
     def zero_grad(self):
-        """Set every gradient of every object to zero."""
+        """Set every gradient of every object to zero (an object's gradients on the device by a kernel there)."""
         for o in self.objects:
-            o.zero_grad()
+            grads = list(o.grads.values())
+            if grads and all(backends.is_device_array(g) for g in grads):
+                for g in grads:
+                    _cuda().fill(_flat(g), np.dtype(g.dtype).type(0))
+            else:
+                o.zero_grad()
 
     def step(self):
-        """One update of every parameter in place from its accumulated gradient."""
-        items, sync = _on_host(self.objects)
-        for key, p, g in items:
-            if p.shape != g.shape:
-                raise ValueError(f"grads[{key!r}]: expected shape {p.shape} (as the parameter), got {g.shape}")
+        """One update of every parameter in place from its accumulated gradient: NumPy parameters by the NumPy code
+        of ``_update``, device parameters by one kernel launch each (``_update_device``), their buffers on the
+        device too."""
+        items = [(key, p, _matched(p, g, key)) for key, p, g in _items(self.objects)]
         self.step_count += 1
         for key, p, g in items:
-            self._update(key, p, g)
-        sync()
+            if backends.is_device_array(p):
+                self._update_device(key, p, g)
+            else:
+                self._update(key, p, g)
 
     def _buffer(self, slot, key, p):
+        """The buffer `slot` of parameter `key`, zeros like p (on p's device) at first."""
         buf = self.state[slot].get(key)
         if buf is None:
-            buf = self.state[slot][key] = np.zeros_like(p)
+            buf = self.state[slot][key] = backends.zeros("cuda", p.shape, p.dtype) \
+                if backends.is_device_array(p) else np.zeros_like(p)
         return buf
 
     def state_dict(self):
@@ -137,7 +166,7 @@ class Optimizer:
         sd = {"type": np.array(type(self).__name__), "step": np.array(self.step_count)}
         sd.update({h: np.array(getattr(self, h)) for h in ("lr",) + self._hypers})
         for slot, bufs in self.state.items():
-            sd.update({f"{slot}/{k}": b.copy() for k, b in bufs.items()})
+            sd.update({f"{slot}/{k}": backends.to_host(b, copy=True) for k, b in bufs.items()})
         return sd
 
     def load_state_dict(self, state_dict):
@@ -161,8 +190,8 @@ class Optimizer:
                 unexpected.append(k)
                 continue
             v = np.asarray(v)
-            if v.shape != params[key].shape:
-                raise ValueError(f"state_dict[{k!r}]: expected shape {params[key].shape}, got {v.shape}")
+            if v.shape != tuple(params[key].shape):
+                raise ValueError(f"state_dict[{k!r}]: expected shape {tuple(params[key].shape)}, got {v.shape}")
             bufs[k] = (slot, key, v)
         if missing or unexpected:
             raise KeyError(f"state_dict: missing {missing}, unexpected {unexpected} (buffers must name parameters "
@@ -174,7 +203,8 @@ class Optimizer:
             setattr(self, h, v)
         self.state = {slot: {} for slot in self._slots}
         for slot, key, v in bufs.values():
-            self.state[slot][key] = v.astype(params[key].dtype, copy=True)
+            v = v.astype(params[key].dtype, copy=True)
+            self.state[slot][key] = backends.to_device("cuda", v) if backends.is_device_array(params[key]) else v
 
     def __repr__(self):
         hyp = ", ".join(f"{h}={getattr(self, h)!r}" for h in ("lr",) + self._hypers)
@@ -221,6 +251,13 @@ class SGD(Optimizer):
             g = g + t(self.momentum) * buf if self.nesterov else buf
         p -= t(self.lr) * g
 
+    def _update_device(self, key, p, g):
+        t = np.dtype(p.dtype).type
+        first = key not in self.state["momentum_buffer"]
+        buf = self._buffer("momentum_buffer", key, p) if self.momentum else p    # p: unread without momentum
+        _cuda().sgd_step(_flat(p), _flat(buf), _flat(g), t(self.lr), t(self.momentum), t(1 - self.dampening),
+                         t(self.weight_decay), int(bool(self.nesterov)), int(first))
+
 
 class Adam(Optimizer):
     r"""Adam (Kingma & Ba 2015) as torch.optim.Adam; ``weight_decay`` adds lambda p to the gradient (L2):
@@ -261,6 +298,15 @@ class Adam(Optimizer):
         denom = np.sqrt(v) / t(math.sqrt(bc2))
         denom += t(self.eps)
         p -= t(self.lr / bc1) * (m / denom)
+
+    def _update_device(self, key, p, g):
+        t = np.dtype(p.dtype).type
+        m, v = self._buffer("exp_avg", key, p), self._buffer("exp_avg_sq", key, p)
+        bc1 = 1 - self.beta1 ** self.step_count
+        bc2 = 1 - self.beta2 ** self.step_count
+        _cuda().adam_step(_flat(p), _flat(m), _flat(v), _flat(g), t(self.lr / bc1), t(self.beta1), t(1 - self.beta1),
+                          t(self.beta2), t(1 - self.beta2), t(self.weight_decay), t(1 - self.lr * self.weight_decay),
+                          t(math.sqrt(bc2)), t(self.eps), int(self._decoupled))
 
 
 class AdamW(Adam):

@@ -3,12 +3,17 @@
 A model is any object with ``out, state = model(x, state)``, ``dx, dstate = model.backward(dout, dstate)``
 (``dstate`` None means zeros), ``parameters()``, ``grads`` and ``zero_grad()``: a SequenceModel around an LSTM
 today, the same around a vanilla RNN or a stack later.
+
+On a device="cuda" model both run on the device: ``fit`` copies each batch's input there once, so the model's output,
+the loss's gradient and the optimizer's update never leave it (only the loss value and, for tasks that track
+per-sequence success, the output come back); ``tbptt`` scales the chunks' gradients there.
 """
 import collections
 import time
 
 import numpy as np
 
+from . import backends
 from .optim import clip_grad_norm
 
 __all__ = ["tbptt", "fit", "FitResult"]
@@ -71,11 +76,30 @@ def tbptt(model, x, target, loss, *, chunk, mask=None, state=None, on_chunk=None
         share = weights[k] / total_weight if total_weight else 0.0
         value += v * share
         if on_chunk is None:
-            dout = dout * dout.dtype.type(share)
+            dout = _scaled(dout, share)
         model.backward(dout, None)                       # None: the gradient is cut at the chunk's end
         if on_chunk is not None:
             on_chunk(k, v)
     return value, state
+
+
+def _scaled(a, s):
+    """a * s in a's dtype: a new NumPy array, or a device array (a loss's own gradient) scaled in place."""
+    s = np.dtype(a.dtype).type(s)
+    if backends.is_device_array(a):
+        backends.layer_kernels("cuda").scale(a.reshape(a.size), s)
+        return a
+    return a * s
+
+
+def _on_device(model, x):
+    """A batch's input where `model` runs: a device array of the model's dtype (integer indices as int64) for a
+    model with a device other than "cpu", else x itself (also for inputs that are not one array)."""
+    device = getattr(model, "device", "cpu")
+    if device == "cpu" or not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+        return x
+    dtype = np.int64 if x.dtype.kind in "iu" else getattr(model, "dtype", x.dtype)
+    return backends.to_device(device, np.ascontiguousarray(x, dtype))
 
 
 FitResult = collections.namedtuple("FitResult", "steps seconds loss criterion_met_at history")
@@ -110,7 +134,7 @@ def fit(task, model, optimizer, *, steps, batch_size, seed=0, clip=None, start_s
             batch = task.batch(np.random.default_rng([seed, step]), batch_size, step)
             if batch.reset:
                 state = None
-            out, new_state = model(batch.x, state)
+            out, new_state = model(_on_device(model, batch.x), state)
             value, dout = task.loss(out, batch)
             model.backward(dout, None)
             if clip:

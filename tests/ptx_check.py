@@ -28,6 +28,7 @@ CC = tuple(config.CUDA_DEFAULT_PTX_CC)
 numba.cuda.dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=CC)
 
 from nblstm.kernels import cuda as K  # noqa: E402
+from nblstm.kernels import layers_cuda as LK  # noqa: E402
 
 F64 = re.compile(r"\.f64\b|%fd\d")     # float64 instructions, conversions to/from f64, f64 registers
 
@@ -49,6 +50,16 @@ def signature(kernel, dt):
         "add_column_sums": (a1, a2),
         "copy_steps": (a3, a3, i, i, i, n1, i, i),
         "mul": (a2, a2, a2),
+        # nblstm/kernels/layers_cuda.py: indices and class targets int64, scalars (rates, scales) in the dtype
+        "embedding_forward": (a2, a2, n1),
+        "embedding_backward": (a2, a2, n1),
+        "softmax_xent": (a1, a2, a2, n1, a1, dt),
+        "mse": (a1, a2, a2, a2, a2, dt),
+        "reduce_sum": (a1, a1, i),
+        "scale": (a1, dt),
+        "fill": (a1, dt),
+        "sgd_step": (a1, a1, a1, dt, dt, dt, dt, i, i),
+        "adam_step": (a1, a1, a1, a1, dt, dt, dt, dt, dt, dt, dt, dt, dt, i),
         "canary": (a1, a1),
     }[kernel.__name__]
 
@@ -65,7 +76,7 @@ canary.__name__ = "canary"
 
 def main():
     canary_kernel = pytypes.SimpleNamespace(__name__="canary", py_func=canary)
-    for kernel in (*K.KERNELS, canary_kernel):
+    for kernel in (*K.KERNELS, *LK.KERNELS, canary_kernel):
         for dt in (types.float32, types.float64):
             row = {"kernel": kernel.__name__, "dtype": str(dt), "ok": False, "error": "", "f64_lines": []}
             try:

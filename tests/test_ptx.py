@@ -43,6 +43,17 @@ def test_every_kernel_compiles_to_ptx_for_both_dtypes(ptx_rows):
     assert not failed, failed
 
 
+def test_every_layer_kernel_compiles_to_ptx_for_both_dtypes(ptx_rows):
+    """The training layers', losses' and optimizers' kernels (nblstm/kernels/layers_cuda.py)."""
+    from nblstm.kernels import layers_cuda as LK
+
+    rows = {(r["kernel"], r["dtype"]): r for r in ptx_rows}
+    want = {(k.__name__, dt) for k in LK.KERNELS for dt in ("float32", "float64")}
+    assert want <= set(rows)
+    failed = {key: rows[key]["error"] for key in want if not rows[key]["ok"]}
+    assert not failed, failed
+
+
 def test_float32_ptx_has_no_float64(ptx_rows):
     offenders = {r["kernel"]: r["f64_lines"][:5] for r in ptx_rows
                  if r["dtype"] == "float32" and r["kernel"] != "canary" and r["f64_lines"]}

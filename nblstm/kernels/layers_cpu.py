@@ -1,0 +1,165 @@
+# CPU kernels (numba.njit) of the training layers, losses and optimizers, twins of layers_cuda.py. Shape letters: N rows
+# (the leading axes of a layer's or loss's input flattened, e.g. T*B), I input and O output features of a Linear, V
+# vocabulary and E embedding size of an Embedding, C classes, K regression outputs, P elements of a parameter (any
+# parameter flattened). Arrays are C-contiguous; weights as torch's: w (O, I), b (O,) (shape (0,): no bias), embedding
+# w (V, E); idx (N,) and class targets y (N,) int64. Loss weights: w (N,) or (1,) (one weight for every row), and for
+# mse (N, K), (N, 1) or (1, 1) (broadcast over the rows and features). Scalars (learning rates, loss scales) come in
+# the arrays' dtype: a float32 kernel computes in float32.
+# On "cpu" nblstm's objects run the NumPy code of _layers.py, losses.py and optim.py (the reference: one BLAS call or
+# a few vectorized passes each); these kernels are the CPU side of the twin pairs, checked against that NumPy code and
+# against the cuda kernels (tests/test_layers_cuda.py).
+import math
+
+import numba
+import numpy as np
+
+_jit = numba.njit(cache=True, error_model="numpy")
+
+
+@_jit
+def linear_forward(y, x, w, b):
+    """y (N, O) = x (N, I) @ w.T (O, I) + b (O,), no bias when b has 0 elements."""
+    np.dot(x, w.T, y)
+    if b.shape[0] > 0:
+        N, O = y.shape
+        for n in range(N):
+            for o in range(O):
+                y[n, o] += b[o]
+
+
+@_jit
+def linear_backward(dx, dw, db, dy, x, w):
+    """dL/dy (N, O) in; writes dx (N, I) = dy @ w, adds dy.T @ x into dw (O, I) and the column sums of dy into db."""
+    np.dot(dy, w, dx)
+    dw += np.dot(dy.T, x)
+    if db.shape[0] > 0:
+        N, O = dy.shape
+        for n in range(N):                      # rows in order, as the cuda twin
+            for o in range(O):
+                db[o] += dy[n, o]
+
+
+@_jit
+def embedding_forward(y, w, idx):
+    """y (N, E) = w[idx[n]] for each row n; w (V, E), idx (N,) in [0, V)."""
+    N, E = y.shape
+    for n in range(N):
+        r = idx[n]
+        for e in range(E):
+            y[n, e] = w[r, e]
+
+
+@_jit
+def embedding_backward(dw, dy, idx):
+    """dw[idx[n]] += dy[n] for n = 0, 1, ... in order (repeated indices add up); dw (V, E), dy (N, E)."""
+    N, E = dy.shape
+    for n in range(N):
+        r = idx[n]
+        for e in range(E):
+            dw[r, e] += dy[n, e]
+
+
+@_jit
+def softmax_xent(loss, dz, z, y, w, scale):
+    """Per row n: loss[n] = w_n (logsumexp(z[n]) - z[n, y[n]]), dz[n] = (softmax(z[n]) - onehot(y[n])) w_n scale; rows
+    with w_n = 0 get 0 (y[n] unread)."""
+    N, C = z.shape
+    zero = z.dtype.type(0.0)
+    one = z.dtype.type(1.0)
+    for n in range(N):
+        wn = w[n] if w.shape[0] > 1 else w[0]
+        if wn == zero:
+            loss[n] = zero
+            for c in range(C):
+                dz[n, c] = zero
+            continue
+        m = z[n, 0]                             # log-sum-exp after subtracting the row maximum: logits of 1e4 are
+        for c in range(1, C):                   # fine (tests/test_training_losses.py::test_cross_entropy_is_stable...)
+            m = max(m, z[n, c])
+        s = zero
+        for c in range(C):
+            s += math.exp(z[n, c] - m)
+        lse = math.log(s)
+        yn = y[n]
+        for c in range(C):
+            p = math.exp(z[n, c] - m - lse)
+            g = p - one if c == yn else p
+            dz[n, c] = g * wn * scale
+        loss[n] = wn * (lse - (z[n, yn] - m))
+
+
+@_jit
+def mse(loss, dp, p, t, w, scale):
+    """Per row n: loss[n] = sum_k w (p - t)^2, dp[n, k] = 2 w (p - t) scale; w (N or 1, K or 1) broadcast."""
+    N, K = p.shape
+    two = p.dtype.type(2.0)
+    zero = p.dtype.type(0.0)
+    for n in range(N):
+        r = n if w.shape[0] > 1 else 0
+        acc = zero
+        for k in range(K):
+            wk = w[r, k] if w.shape[1] > 1 else w[r, 0]
+            d = p[n, k] - t[n, k]
+            acc += wk * d * d
+            dp[n, k] = two * wk * d * scale
+        loss[n] = acc
+
+
+@_jit
+def reduce_sum(out, a, square):
+    """out (1,) += the sum of a (P,), or of a * a when square (the global gradient norm of clipping)."""
+    acc = out.dtype.type(0.0)
+    for i in range(a.shape[0]):
+        acc += a[i] * a[i] if square else a[i]
+    out[0] += acc
+
+
+@_jit
+def scale(a, s):
+    """a (P,) *= s."""
+    for i in range(a.shape[0]):
+        a[i] *= s
+
+
+@_jit
+def fill(a, v):
+    """a (P,) = v (zero_grad on the device, without copying zeros over from the host)."""
+    for i in range(a.shape[0]):
+        a[i] = v
+
+
+@_jit
+def sgd_step(p, buf, g, lr, momentum, dampening1, weight_decay, nesterov, first):
+    """One SGD step of p (P,) in place (torch.optim.SGD): g + weight_decay p; momentum buffer buf (P,) = g at the first
+    step, else momentum buf + dampening1 g (dampening1 = 1 - dampening); Nesterov or plain momentum; p -= lr g."""
+    zero = p.dtype.type(0.0)
+    for i in range(p.shape[0]):
+        gi = g[i]
+        if weight_decay != zero:
+            gi = gi + weight_decay * p[i]
+        if momentum != zero:
+            bi = gi if first else buf[i] * momentum + dampening1 * gi
+            buf[i] = bi
+            gi = gi + momentum * bi if nesterov else bi
+        p[i] -= lr * gi
+
+
+@_jit
+def adam_step(p, m, v, g, lr_bc1, beta1, beta1c, beta2, beta2c, weight_decay, decay, sqrt_bc2, eps, decoupled):
+    """One Adam(W) step of p (P,) in place (torch.optim.Adam/AdamW): m, v (P,) moment estimates; lr_bc1 = lr / (1 -
+    beta1^t), beta1c = 1 - beta1, beta2c = 1 - beta2, decay = 1 - lr weight_decay, sqrt_bc2 = sqrt(1 - beta2^t)."""
+    zero = p.dtype.type(0.0)
+    for i in range(p.shape[0]):
+        gi = g[i]
+        pi = p[i]
+        if weight_decay != zero:
+            if decoupled:
+                pi = pi * decay
+            else:
+                gi = gi + weight_decay * pi
+        mi = m[i] * beta1 + beta1c * gi
+        vi = v[i] * beta2 + beta2c * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        denom = math.sqrt(vi) / sqrt_bc2 + eps
+        p[i] = pi - lr_bc1 * (mi / denom)

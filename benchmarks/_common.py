@@ -5,6 +5,7 @@ import sys
 
 DEFAULT_SHAPES = [(100, 1, 32, 32), (1000, 1, 32, 32), (100, 16, 64, 64), (100, 32, 128, 128),
                   (100, 64, 256, 256), (50, 64, 512, 512)]
+DTYPES = ("float32", "float64")    # names for --dtype (numpy loads after the thread counts are set)
 
 
 def shape_arg(text):
@@ -24,3 +25,4 @@ def set_threads(n):
     for var in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
     return [m for m in ("numpy", "numba", "torch") if m in sys.modules]
+

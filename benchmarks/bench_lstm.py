@@ -1,19 +1,21 @@
 """nblstm vs torch.nn.LSTM on the CPU: float32, same weights, same thread count, one process (one layer unless
 --layers / --bidirectional).
 
-    python benchmarks/bench_lstm.py [--threads 2] [--repeats 20] [--quick] [--shapes 100,1,32,32 ...]
+    python benchmarks/bench_lstm.py [--threads 2] [--repeats 20] [--quick] [--shapes 100,1,32,32 ...] [--dtype float64]
 
 For each shape (T, B, I, H) it first checks that both give the same outputs and gradients (of x, h0, c0 and
 all four parameters) and skips the shape if not; then it times, after a warm-up, the median over repeats of
   fwd   a training-mode forward (nblstm keeps its tape; torch records the autograd graph),
   f+b   forward + backward with a given dy (nblstm: zero_grad, forward, backward; torch: the same).
 FLOPs counted are the GEMMs only: forward 2*T*B*4H*(I+H), backward twice that.
+Every figure of the performance issue (inference, the GEMM limit, stacked, float64, start-up, memory, a plot) in one
+run: benchmarks/bench_all.py, which reuses this file's pieces.
 """
 import argparse
 import os
 import sys
 
-from _common import DEFAULT_SHAPES, set_threads, shape_arg  # noqa: E402
+from _common import DEFAULT_SHAPES, DTYPES, set_threads, shape_arg  # noqa: E402
 
 
 def _parse(argv):
@@ -26,6 +28,7 @@ def _parse(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layers", type=int, default=1, help="num_layers of both LSTMs (default 1)")
     p.add_argument("--bidirectional", action="store_true", help="bidirectional LSTMs")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="both libraries (default float32)")
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error(f"--threads: expected a positive integer, got {args.threads}")
@@ -58,15 +61,20 @@ def flops(T, B, I, H, L=1, D=1):
 
 
 class Nb:
-    """nblstm side of one shape."""
+    """nblstm side of one shape (the dtype of x)."""
 
     def __init__(self, I, H, L, D, state_dict, x, h0, c0, dy):
-        self.lstm = nblstm.LSTM(I, H, num_layers=L, bidirectional=D == 2, dtype=np.float32)
+        self.lstm = nblstm.LSTM(I, H, num_layers=L, bidirectional=D == 2, dtype=x.dtype.type)
         self.lstm.load_state_dict(state_dict)
         self.x, self.state, self.dy = x, (h0, c0), dy
 
     def forward(self):
         return self.lstm(self.x, self.state)
+
+    def infer(self):
+        """Inference forward: no tape."""
+        with nblstm.no_grad():
+            return self.lstm(self.x, self.state)
 
     def forward_backward(self):
         self.lstm.zero_grad()
@@ -82,10 +90,10 @@ class Nb:
 
 
 class Torch:
-    """torch.nn.LSTM side of one shape."""
+    """torch.nn.LSTM side of one shape (the dtype of x)."""
 
     def __init__(self, I, H, L, D, x, h0, c0, dy):
-        self.lstm = torch.nn.LSTM(I, H, num_layers=L, bidirectional=D == 2)
+        self.lstm = torch.nn.LSTM(I, H, num_layers=L, bidirectional=D == 2, dtype=torch.from_numpy(x[:0]).dtype)
         self.x, self.h0, self.c0 = (torch.from_numpy(a).requires_grad_() for a in (x, h0, c0))
         self.dy = torch.from_numpy(dy)
 
@@ -94,6 +102,11 @@ class Torch:
 
     def forward(self):
         return self.lstm(self.x, (self.h0, self.c0))
+
+    def infer(self):
+        """Inference forward: torch.no_grad()."""
+        with torch.no_grad():
+            return self.lstm(self.x, (self.h0, self.c0))
 
     def forward_backward(self):
         self.lstm.zero_grad(set_to_none=True)
@@ -119,9 +132,13 @@ def reference_results(state_dict, L, D, x, h0, c0, dy):
     return dict(y=y, h_n=h, c_n=c, **g)
 
 
+#: check()'s tolerance per dtype: float32 over up to 1000 steps, summed over T*B for the weight gradients, ~1e-6 is
+#: typical and 1e-4 a clear fault; float64 ~1e-14 typical
+TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-8}
+
+
 def check(got, want, tol=1e-4):
-    """Max |got - want| / max |want| per tensor; raises AssertionError naming the tensors above `tol` (float32
-    over up to 1000 steps, summed over T*B for the weight gradients: ~1e-6 is typical, 1e-4 is a clear fault)."""
+    """Max |got - want| / max |want| per tensor; raises AssertionError naming the tensors above `tol` (see TOL)."""
     errs = {k: float(np.max(np.abs(np.asarray(got[k], np.float64) - want[k]))) / max(float(np.max(np.abs(want[k]))),
                                                                                        1e-30) for k in want}
     bad = {k: e for k, e in errs.items() if not e <= tol}
@@ -156,23 +173,37 @@ def timed(fns, repeats, warmup, budget_s):
     return [1e3 * statistics.median(ts) for ts in times], 2 * half
 
 
+def setup(shape, L, D, dtype, seed):
+    """Both sides of one shape with torch's initial weights, checked equal first -> (nb, th, err); th is None without
+    torch (nblstm is then checked against nblstm.reference). Checked: outputs, h_n, c_n, the gradients of x, h0, c0
+    and every parameter, and the outputs of nblstm's inference forward (no_grad); AssertionError if they differ."""
+    T, B, I, H = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0, c0 = (0.5 * rng.standard_normal((L * D, B, H)).astype(dtype) for _ in range(2))
+    dy = rng.standard_normal((T, B, D * H)).astype(dtype)
+    th = None
+    if torch is not None:
+        torch.manual_seed(seed)
+        th = Torch(I, H, L, D, x, h0, c0, dy)
+        sd = th.state_dict()
+        want = th.results()
+    else:
+        sd = nblstm.LSTM(I, H, num_layers=L, bidirectional=D == 2, seed=seed, dtype=dtype).state_dict()
+        want = reference_results(sd, L, D, x, h0, c0, dy)
+    nb = Nb(I, H, L, D, sd, x, h0, c0, dy)
+    got = nb.results()
+    y, (h, c) = nb.infer()
+    got.update({"y (no_grad)": y, "h_n (no_grad)": h, "c_n (no_grad)": c})
+    want.update({"y (no_grad)": want["y"], "h_n (no_grad)": want["h_n"], "c_n (no_grad)": want["c_n"]})
+    return nb, th, check(got, want, TOL[np.dtype(dtype)])
+
+
 def bench_shape(shape, args):
     T, B, I, H = shape
     L, D = args.layers, 2 if args.bidirectional else 1
-    rng = np.random.default_rng(args.seed)
-    x = rng.standard_normal((T, B, I), dtype=np.float32)
-    h0, c0 = (0.5 * rng.standard_normal((L * D, B, H), dtype=np.float32) for _ in range(2))
-    dy = rng.standard_normal((T, B, D * H), dtype=np.float32)
-    if torch is not None:
-        torch.manual_seed(args.seed)
-        th = Torch(I, H, L, D, x, h0, c0, dy)
-        nb = Nb(I, H, L, D, th.state_dict(), x, h0, c0, dy)
-        err = check(nb.results(), th.results())
-    else:
-        sd = nblstm.LSTM(I, H, num_layers=L, bidirectional=D == 2, seed=args.seed).state_dict()
-        nb = Nb(I, H, L, D, sd, x, h0, c0, dy)
-        err = check(nb.results(), reference_results(sd, L, D, x, h0, c0, dy))
-    fns = [nb.forward, nb.forward_backward] + ([th.forward, th.forward_backward] if torch is not None else [])
+    nb, th, err = setup(shape, L, D, np.dtype(args.dtype).type, args.seed)
+    fns = [nb.forward, nb.forward_backward] + ([th.forward, th.forward_backward] if th is not None else [])
     warmup, budget = (1, 3.0) if args.quick else (3, 12.0)      # seconds of timed runs per shape and mode
     fwd, n_fwd = timed(fns[0::2], args.repeats, warmup, budget / 3)
     fb, n_fb = timed(fns[1::2], args.repeats, warmup, 2 * budget / 3)
@@ -196,10 +227,10 @@ def main(args):
     if torch is not None:
         torch.set_num_threads(args.threads)
         print(f"nblstm {nblstm.__version__} (numba {numba.__version__}, numpy {np.__version__}) vs torch "
-              f"{torch.__version__}, float32, {args.threads} thread(s), num_layers={args.layers}, "
+              f"{torch.__version__}, {args.dtype}, {args.threads} thread(s), num_layers={args.layers}, "
               f"bidirectional={args.bidirectional}")
     else:
-        print(f"nblstm {nblstm.__version__} (numba {numba.__version__}, numpy {np.__version__}), float32, "
+        print(f"nblstm {nblstm.__version__} (numba {numba.__version__}, numpy {np.__version__}), {args.dtype}, "
               f"{args.threads} thread(s)")
         print("torch is not installed: nblstm numbers only, checked against nblstm.reference "
               "(pip install torch to compare)")

@@ -1,4 +1,5 @@
 """The benchmark scripts run and check nblstm against torch before timing (tiny shapes, one repeat block)."""
+import json
 import os
 import re
 import subprocess
@@ -30,3 +31,64 @@ def test_bench_padded_checks_against_torch_packed_sequences_then_times():
     row = re.search(r"^\| 6, 4, 3, 5 \| [0-9.]+ \|(?: [0-9.]+ \|){4}(?: \*?\*?[0-9.]+\*?\*? \|){3} ([0-9.e+-]+) \|$",
                     out, re.M)
     assert row and float(row.group(1)) < 1e-4, out
+
+
+def _run_all(tmp_path, *args, env=None):
+    """bench_all.py on tiny shapes -> (stdout, its JSON report)."""
+    report = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_all.py"), "--quick", "--repeats",
+                           "4", "--shapes", "5,2,3,4", "--large-shapes", "5,2,3,4", "--plot",
+                           str(tmp_path / "cpu_times.png"), "--json", str(report), *args],
+                          capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(report) as f:
+        return proc.stdout, json.load(f)
+
+
+def test_bench_all_one_layer_tables_gemm_reference_and_plot(tmp_path):
+    pytest.importorskip("torch")
+    out, rep = _run_all(tmp_path, "--sections", "train", "infer", "gemm", "plot")
+    for title in ("## 1. Forward + backward", "## 2. Inference forward", "## 3. Large shapes", "## 8. Plot"):
+        assert title in out, out
+    (row,) = rep["one_layer"]
+    assert row["err"] < 1e-4 and row["large"]
+    assert set(row["ms"]) == {"fwd", "fb", "infer"}
+    assert set(row["ms"]["fb"]) == set(row["ms"]["infer"]) == {"nblstm", "torch", "plain", "layer GEMMs"}
+    assert re.search(r"^\| 5, 2, 3, 4 \| f\+b \|.*\*\*\d+%\*\*", out, re.M), out
+    assert "load average" in out
+    if rep["plot"] is not None:                 # None: matplotlib missing, the run says so
+        assert os.path.getsize(tmp_path / "cpu_times.png") > 0
+
+
+def test_bench_all_stacked_and_float64(tmp_path):
+    pytest.importorskip("torch")
+    out, rep = _run_all(tmp_path, "--sections", "stacked", "float64", "--stacked", "2b")
+    (st,) = rep["stacked"]
+    assert (st["layers"], st["bidirectional"]) == (2, True) and st["err"] < 1e-4
+    assert set(st["ms"]) == {"nblstm", "torch"}
+    (f64,) = rep["float64"]
+    assert f64["err"] < 1e-8, f64
+    assert re.search(r"^\| 2 \| yes \| 5, 2, 3, 4 \|", out, re.M), out
+
+
+def test_bench_all_startup_and_memory(tmp_path):
+    pytest.importorskip("torch")
+    out, rep = _run_all(tmp_path, "--sections", "startup", "memory")
+    warm = rep["startup"]["warm"]
+    assert warm["import_s"] > 0 and warm["first_call_s"] > 0 and warm["process_s"] > warm["first_call_s"]
+    if rep["memory"] is not None:               # None: not Linux
+        (m,) = rep["memory"]
+        assert m["shape"] == [5, 2, 3, 4] and m["tape_mb"] == 7 * 5 * 2 * 4 * 4 / 2 ** 20 and "torch_peak_mb" in m
+    assert "| warm |" in out, out
+
+
+def test_bench_all_without_torch_checks_against_the_reference(tmp_path):
+    hide = tmp_path / "hide"                    # a `torch` that fails to import, first on the path
+    (hide / "torch").mkdir(parents=True)
+    (hide / "torch" / "__init__.py").write_text("raise ImportError('torch hidden by the test')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")]))
+    out, rep = _run_all(tmp_path, "--sections", "train", "infer", "gemm", "stacked", "float64", "memory",
+                        "--stacked", "2", env=env)
+    assert "torch is not installed" in out, out
+    assert rep["one_layer"][0]["err"] < 1e-4 and "torch" not in rep["one_layer"][0]["ms"]["fb"]
+    assert rep["stacked"][0]["err"] < 1e-4 and rep["float64"][0]["err"] < 1e-8

@@ -343,6 +343,7 @@ class LSTM(_SequenceIO, _LSTMBase):
         lens = backends.to_device(self.device, _checks.lengths(lengths, B, T))
         masks = self._masks(dropout_masks, T, B)
         keep = is_grad_enabled()
+        self._tape = None               # arguments checked: the old tape goes before the new one is built (peak memory)
         h_n, c_n = self._empty(L * D, B, P), self._empty(L * D, B, self.hidden_size)
         inp, tapes = x, []
         for layer in range(L):

@@ -90,6 +90,7 @@ class RNN(_SequenceIO, Module):
         h0 = backends.zeros(self.device, (B, H), self.dtype) if h0 is None else \
             self._as(h0, "h0", (1, B, H)).reshape(B, H)
         lens = backends.to_device(self.device, _checks.lengths(lengths, B, T))
+        self._tape = None               # arguments checked: the old tape goes before the new one is built (peak memory)
         y, h_n = self._empty(T, B, H), self._empty(B, H)
         self._kernels.rnn_forward(y, h_n, self._empty(B, H), x, h0, p["weight_ih_l0"], p["weight_hh_l0"],
                                   self._bias(), lens, self._act)

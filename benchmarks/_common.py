@@ -26,3 +26,32 @@ def set_threads(n):
         os.environ[var] = str(n)
     return [m for m in ("numpy", "numba", "torch") if m in sys.modules]
 
+
+
+def parser(doc, shapes, quick_help="fewer repeats and warm-ups", **kwargs):
+    """An ArgumentParser with the options every benchmark has: --threads, --repeats, --quick, --shapes, --seed."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0], **kwargs)
+    p.add_argument("--threads", type=int, default=2, help="threads for both libraries (default 2)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per measurement (default 20, --quick 5; fewer for long runs, at least 4)")
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--shapes", type=shape_arg, nargs="+", default=shapes, metavar="T,B,I,H")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def parse(p, argv):
+    """Parse and check the common options; --repeats defaults to 20 (5 with --quick)."""
+    args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error(f"--threads: expected a positive integer, got {args.threads}")
+    if args.repeats is None:
+        args.repeats = 5 if args.quick else 20
+    return args
+
+
+def warn_if_imported_early(already):
+    """The warning for libraries imported before set_threads (their pools may not follow --threads)."""
+    if already:
+        print(f"warning: {', '.join(already)} was imported before this script set the thread counts; "
+              "BLAS may use more threads than --threads", file=sys.stderr)

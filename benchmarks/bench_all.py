@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from _common import DEFAULT_SHAPES, set_threads, shape_arg  # noqa: E402
+from _common import DEFAULT_SHAPES, parse, parser, set_threads, shape_arg, warn_if_imported_early  # noqa: E402
 
 SECTIONS = ("train", "infer", "gemm", "stacked", "float64", "startup", "cold", "memory", "plot")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,13 +41,8 @@ def config_arg(text):
 
 
 def _parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--threads", type=int, default=2, help="threads for both libraries (default 2)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed runs per measurement (default 20, --quick 5; fewer for long runs, at least 4)")
-    p.add_argument("--quick", action="store_true",
-                   help="fewer repeats and warm-ups, stacked configurations 2 and 1b only, one warm start-up run")
-    p.add_argument("--shapes", type=shape_arg, nargs="+", default=DEFAULT_SHAPES, metavar="T,B,I,H")
+    p = parser(__doc__, DEFAULT_SHAPES, "fewer repeats and warm-ups, stacked configurations 2 and 1b only, one warm "
+               "start-up run", formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--large-shapes", type=shape_arg, nargs="+", default=None, metavar="T,B,I,H",
                    help="shapes of the gemm and stacked sections (default: those of --shapes with H >= 256, else "
                         "the one with the most FLOPs)")
@@ -61,12 +56,7 @@ def _parse(argv):
     p.add_argument("--plot", default=os.path.join(HERE, "cpu_times.png"), metavar="PATH",
                    help="where the plot goes (default benchmarks/cpu_times.png)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write every measurement to this JSON file")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    if args.threads < 1:
-        p.error(f"--threads: expected a positive integer, got {args.threads}")
-    if args.repeats is None:
-        args.repeats = 5 if args.quick else 20
+    args = parse(p, argv)
     if args.startup_runs is None:
         args.startup_runs = 1 if args.quick else 3
     if args.stacked is None:
@@ -465,9 +455,7 @@ def _cpu_model():
 
 
 def main(args):
-    if _already:
-        print(f"warning: {', '.join(_already)} was imported before this script set the thread counts; "
-              "BLAS may use more threads than --threads", file=sys.stderr)
+    warn_if_imported_early(_already)
     import numba
     if torch is not None:
         torch.set_num_threads(args.threads)

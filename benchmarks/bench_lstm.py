@@ -11,30 +11,18 @@ FLOPs counted are the GEMMs only: forward 2*T*B*4H*(I+H), backward twice that.
 Every figure of the performance issue (inference, the GEMM limit, stacked, float64, start-up, memory, a plot) in one
 run: benchmarks/bench_all.py, which reuses this file's pieces.
 """
-import argparse
 import os
 import sys
 
-from _common import DEFAULT_SHAPES, DTYPES, set_threads, shape_arg  # noqa: E402
+from _common import DEFAULT_SHAPES, DTYPES, parse, parser, set_threads, warn_if_imported_early  # noqa: E402
 
 
 def _parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--threads", type=int, default=2, help="threads for both libraries (default 2)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed runs per measurement (default 20, --quick 5; fewer for long runs, at least 4)")
-    p.add_argument("--quick", action="store_true", help="fewer repeats and warm-ups")
-    p.add_argument("--shapes", type=shape_arg, nargs="+", default=DEFAULT_SHAPES, metavar="T,B,I,H")
-    p.add_argument("--seed", type=int, default=0)
+    p = parser(__doc__, DEFAULT_SHAPES)
     p.add_argument("--layers", type=int, default=1, help="num_layers of both LSTMs (default 1)")
     p.add_argument("--bidirectional", action="store_true", help="bidirectional LSTMs")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="both libraries (default float32)")
-    args = p.parse_args(argv)
-    if args.threads < 1:
-        p.error(f"--threads: expected a positive integer, got {args.threads}")
-    if args.repeats is None:
-        args.repeats = 5 if args.quick else 20
-    return args
+    return parse(p, argv)
 
 
 # Thread counts must be in the environment before numpy, scipy or numba load their thread pools.
@@ -220,9 +208,7 @@ def _blas_pools():
 
 
 def main(args):
-    if _already:
-        print(f"warning: {', '.join(_already)} was imported before this script set the thread counts; "
-              "BLAS may use more threads than --threads", file=sys.stderr)
+    warn_if_imported_early(_already)
     import numba
     if torch is not None:
         torch.set_num_threads(args.threads)

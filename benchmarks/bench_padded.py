@@ -11,27 +11,15 @@ gradient), it times forward + backward (median ms) of
   torch packed    pack_padded_sequence(enforce_sorted=False) -> LSTM -> pad_packed_sequence
 and prints padded / full for both libraries (what variable lengths cost) and torch packed / nblstm padded.
 """
-import argparse
 import sys
 
-from _common import set_threads, shape_arg  # noqa: E402
+from _common import parse, parser, set_threads, warn_if_imported_early  # noqa: E402
 
 SHAPES = [(100, 16, 64, 64), (100, 32, 128, 128), (100, 64, 256, 256)]
 
 
 def _parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--threads", type=int, default=2, help="threads for both libraries (default 2)")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 20, --quick 5)")
-    p.add_argument("--quick", action="store_true", help="fewer repeats and warm-ups")
-    p.add_argument("--shapes", type=shape_arg, nargs="+", default=SHAPES, metavar="T,B,I,H")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    if args.threads < 1:
-        p.error(f"--threads: expected a positive integer, got {args.threads}")
-    if args.repeats is None:
-        args.repeats = 5 if args.quick else 20
-    return args
+    return parse(parser(__doc__, SHAPES), argv)
 
 
 ARGS = _parse(sys.argv[1:]) if __name__ == "__main__" else None
@@ -100,8 +88,7 @@ def main(args):
     except ImportError:
         print("bench_padded needs torch (pip install torch==2.13.0) to compare with packed sequences")
         return 1
-    if _already:
-        print(f"warning: {', '.join(_already)} imported before the thread counts were set", file=sys.stderr)
+    warn_if_imported_early(_already)
     torch.set_num_threads(args.threads)
     print(f"nblstm {nblstm.__version__} vs torch {torch.__version__}, float32, {args.threads} thread(s), one layer, "
           f"forward + backward, median ms; lengths uniform in 1..T (seed {args.seed})")

@@ -4,6 +4,8 @@
 thread per CUDA thread: its properties draw tiny shapes (T <= 3, B <= 3, I, H <= 4) and a sixth of the examples.
 Where numba-cuda is missing, the cuda cases skip.
 """
+import inspect
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -50,3 +52,21 @@ def call(device, name, *args):
     dev = [backends.to_device(device, a) if isinstance(a, np.ndarray) else a for a in args]
     getattr(K, name)(*dev)
     return [backends.to_host(d) if isinstance(a, np.ndarray) else a for a, d in zip(args, dev)]
+
+
+def assert_twins(cpu_module, cuda_module, names):
+    """Each of `names` is a twin pair: same name, one-line docstring and arguments in both modules, the same file
+    order in both; the cuda side's launchers (@cuda.jit kernels) are every one of cuda_module.KERNELS, in order."""
+    lines = {}
+    for name in names:
+        c, g = getattr(cpu_module, name), getattr(cuda_module, name)
+        cpu_fn, cuda_fn = c.py_func, getattr(g, "py_func", g)
+        assert cuda_fn.__name__ == name
+        assert cuda_fn.__doc__ == cpu_fn.__doc__ and g.__doc__ == cpu_fn.__doc__, name
+        assert list(inspect.signature(cuda_fn).parameters) == list(inspect.signature(cpu_fn).parameters), name
+        lines[name] = (inspect.getsourcelines(cpu_fn)[1], inspect.getsourcelines(cuda_fn)[1])
+    for k in range(2):
+        assert sorted(names, key=lambda n: lines[n][k]) == list(names)
+    assert all(isinstance(k, cuda_module.Launcher) for k in cuda_module.KERNELS)
+    launchers = [getattr(cuda_module, n) for n in names if isinstance(getattr(cuda_module, n), cuda_module.Launcher)]
+    assert [k for k in cuda_module.KERNELS if k in launchers] == launchers      # registered for the PTX check, in order

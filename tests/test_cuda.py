@@ -4,7 +4,6 @@ in and out, and the message a newcomer without a GPU gets.
 
 Property tests shared with cpu (kernels, objects, gradients) are parametrized over both devices in the other files.
 """
-import inspect
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nblstm
-from _devices import CUDA_REASON
+from _devices import CUDA_REASON, assert_twins
 from nblstm import backends, testing
 from nblstm.kernels import cpu
 
@@ -33,19 +32,9 @@ def K():
 
 @needs_cuda
 def test_twins_have_same_names_docstrings_arguments_and_file_order(K):
-    lines = {}
-    for name in TWINS:
-        c, g = getattr(cpu, name), getattr(K, name)
-        cpu_fn, cuda_fn = c.py_func, getattr(g, "py_func", g)
-        assert cuda_fn.__name__ == name
-        assert cuda_fn.__doc__ == cpu_fn.__doc__ and g.__doc__ == cpu_fn.__doc__, name
-        assert list(inspect.signature(cuda_fn).parameters) == list(inspect.signature(cpu_fn).parameters), name
-        lines[name] = (inspect.getsourcelines(cpu_fn)[1], inspect.getsourcelines(cuda_fn)[1])
-    for k in range(2):
-        assert sorted(TWINS, key=lambda n: lines[n][k]) == list(TWINS)
+    assert_twins(cpu, K, TWINS)
     # The pointwise twins and the GEMM helpers are @cuda.jit kernels behind launchers; every one is in KERNELS.
     assert {k.__name__ for k in K.KERNELS} >= {"cell_forward", "cell_backward", "gemm"}
-    assert all(isinstance(k, K.Launcher) for k in K.KERNELS)
 
 
 def _run(device, cls, config, x, dy, state, state_grad):

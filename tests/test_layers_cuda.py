@@ -5,14 +5,12 @@ of nblstm/_layers.py, losses.py and optim.py (the reference); objects on cuda ag
 their gradients against central finite differences; optimizer steps, clipping and a short training on cuda against
 cpu. cuda runs on Numba's simulator here: tiny shapes, few examples.
 """
-import inspect
-
 import numpy as np
 import pytest
 from hypothesis import strategies as st
 
 import nblstm
-from _devices import CUDA_REASON, DEVICES, given_on
+from _devices import CUDA_REASON, DEVICES, assert_twins, given_on
 from _training_fd import numeric_grad, rel_err
 from nblstm import backends, losses, optim
 from nblstm.kernels import layers_cpu
@@ -48,18 +46,8 @@ def call(device, name, *args):
 @needs_cuda
 def test_twins_have_same_names_docstrings_arguments_and_file_order():
     K = backends.layer_kernels("cuda")
-    lines = {}
-    for name in TWINS:
-        c, g = getattr(layers_cpu, name), getattr(K, name)
-        cpu_fn, cuda_fn = c.py_func, getattr(g, "py_func", g)
-        assert cuda_fn.__name__ == name
-        assert cuda_fn.__doc__ == cpu_fn.__doc__ and g.__doc__ == cpu_fn.__doc__, name
-        assert list(inspect.signature(cuda_fn).parameters) == list(inspect.signature(cpu_fn).parameters), name
-        lines[name] = (inspect.getsourcelines(cpu_fn)[1], inspect.getsourcelines(cuda_fn)[1])
-    for k in range(2):
-        assert sorted(TWINS, key=lambda n: lines[n][k]) == list(TWINS)
-    launchers = [getattr(K, n) for n in TWINS if isinstance(getattr(K, n), K.Launcher)]
-    assert list(K.KERNELS) == launchers                  # every launcher registered for the PTX check, in order
+    assert_twins(layers_cpu, K, TWINS)
+    assert list(K.KERNELS) == [getattr(K, n) for n in TWINS if isinstance(getattr(K, n), K.Launcher)]
 
 
 def test_import_nblstm_does_not_import_the_cuda_layer_kernels():

@@ -406,8 +406,8 @@ def mul(out, a, m):
 
 
 # Every kernel, in file order: the PTX check (tests/test_ptx.py) compiles each for float32 and float64.
-KERNELS = (cell_forward, cell_backward, copy_running_rows, peephole_grads, rnn_cell_forward, rnn_cell_backward, gemm,
-           add_bias, add, add_column_sums, copy_steps, mul)
+KERNELS = (cell_forward, cell_backward, copy_running_rows, peephole_grads, copy_steps, rnn_cell_forward,
+           rnn_cell_backward, gemm, add_bias, add, add_column_sums, mul)
 
 
 # Arrays on the device; nblstm.backends calls these for device="cuda".

@@ -93,3 +93,33 @@ def unit_backward(dh, dc_next, i, f, g, o, c_prev, tc, pi, pf, po, act, one, zer
     daf = dc * c_prev * f * (one - f)
     dag = dc * i * (one - g * g)
     return dai, daf, dag, dao, dc * f + pi * dai + pf * daf
+
+
+# Optimizer updates of one parameter element (torch.optim's order of operations), for kernels/layers_cpu.py and
+# layers_cuda.py alike.
+
+@register_jitable
+def sgd_update(p, buf, g, lr, momentum, dampening1, weight_decay, nesterov, first, zero):
+    """torch.optim.SGD on one element -> (p, buf): g + weight_decay p; buf = g at the first step, else
+    momentum buf + dampening1 g; Nesterov or plain momentum; p - lr g. buf is returned as given without momentum."""
+    if weight_decay != zero:
+        g = g + weight_decay * p
+    if momentum != zero:
+        buf = g if first else buf * momentum + dampening1 * g
+        g = g + momentum * buf if nesterov else buf
+    return p - lr * g, buf
+
+
+@register_jitable
+def adam_update(p, m, v, g, lr_bc1, beta1, beta1c, beta2, beta2c, weight_decay, decay, sqrt_bc2, eps, decoupled,
+                zero):
+    """torch.optim.Adam / AdamW on one element -> (p, m, v); the arguments as layers_cpu.adam_step's."""
+    if weight_decay != zero:
+        if decoupled:
+            p = p * decay
+        else:
+            g = g + weight_decay * p
+    m = m * beta1 + beta1c * g
+    v = v * beta2 + beta2c * (g * g)
+    denom = math.sqrt(v) / sqrt_bc2 + eps
+    return p - lr_bc1 * (m / denom), m, v

@@ -13,6 +13,8 @@ import math
 import numba
 import numpy as np
 
+from . import _math, refresh_cache_on_change
+
 _jit = numba.njit(cache=True, error_model="numpy")
 
 
@@ -134,14 +136,12 @@ def sgd_step(p, buf, g, lr, momentum, dampening1, weight_decay, nesterov, first)
     step, else momentum buf + dampening1 g (dampening1 = 1 - dampening); Nesterov or plain momentum; p -= lr g."""
     zero = p.dtype.type(0.0)
     for i in range(p.shape[0]):
-        gi = g[i]
-        if weight_decay != zero:
-            gi = gi + weight_decay * p[i]
-        if momentum != zero:
-            bi = gi if first else buf[i] * momentum + dampening1 * gi
+        has_buf = momentum != zero              # without momentum buf may be empty: not read, not written
+        pi, bi = _math.sgd_update(p[i], buf[i] if has_buf else zero, g[i], lr, momentum, dampening1, weight_decay,
+                                  nesterov, first, zero)
+        p[i] = pi
+        if has_buf:
             buf[i] = bi
-            gi = gi + momentum * bi if nesterov else bi
-        p[i] -= lr * gi
 
 
 @_jit
@@ -150,16 +150,9 @@ def adam_step(p, m, v, g, lr_bc1, beta1, beta1c, beta2, beta2c, weight_decay, de
     beta1^t), beta1c = 1 - beta1, beta2c = 1 - beta2, decay = 1 - lr weight_decay, sqrt_bc2 = sqrt(1 - beta2^t)."""
     zero = p.dtype.type(0.0)
     for i in range(p.shape[0]):
-        gi = g[i]
-        pi = p[i]
-        if weight_decay != zero:
-            if decoupled:
-                pi = pi * decay
-            else:
-                gi = gi + weight_decay * pi
-        mi = m[i] * beta1 + beta1c * gi
-        vi = v[i] * beta2 + beta2c * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        denom = math.sqrt(vi) / sqrt_bc2 + eps
-        p[i] = pi - lr_bc1 * (mi / denom)
+        p[i], m[i], v[i] = _math.adam_update(p[i], m[i], v[i], g[i], lr_bc1, beta1, beta1c, beta2, beta2c,
+                                             weight_decay, decay, sqrt_bc2, eps, decoupled, zero)
+
+
+refresh_cache_on_change([linear_forward, linear_backward, embedding_forward, embedding_backward, softmax_xent, mse,
+                         reduce_sum, scale, fill, sgd_step, adam_step], [_math.__file__])

@@ -11,7 +11,13 @@ import math
 
 from numba import cuda
 
+from . import _math
+
 from .cuda import THREADS, Launcher, _launch, _pointwise, add_bias, add_column_sums, gemm  # noqa: F401
+
+# The optimizers' element updates of _math.py, compiled as CUDA device functions (as kernels/cuda.py does the gates').
+_sgd_update = cuda.jit(device=True)(_math.sgd_update)
+_adam_update = cuda.jit(device=True)(_math.adam_update)
 
 
 def linear_forward(y, x, w, b):
@@ -155,14 +161,12 @@ def sgd_step(p, buf, g, lr, momentum, dampening1, weight_decay, nesterov, first)
     i = cuda.grid(1)
     if i < p.shape[0]:
         zero = p.dtype.type(0.0)
-        gi = g[i]
-        if weight_decay != zero:
-            gi = gi + weight_decay * p[i]
-        if momentum != zero:
-            bi = gi if first else buf[i] * momentum + dampening1 * gi
+        has_buf = momentum != zero              # without momentum buf may be empty: not read, not written
+        pi, bi = _sgd_update(p[i], buf[i] if has_buf else zero, g[i], lr, momentum, dampening1, weight_decay,
+                             nesterov, first, zero)
+        p[i] = pi
+        if has_buf:
             buf[i] = bi
-            gi = gi + momentum * bi if nesterov else bi
-        p[i] -= lr * gi
 
 
 @_launch(lambda p, m, v, g, lr_bc1, beta1, beta1c, beta2, beta2c, weight_decay, decay, sqrt_bc2, eps, decoupled:
@@ -172,20 +176,8 @@ def adam_step(p, m, v, g, lr_bc1, beta1, beta1c, beta2, beta2c, weight_decay, de
     beta1^t), beta1c = 1 - beta1, beta2c = 1 - beta2, decay = 1 - lr weight_decay, sqrt_bc2 = sqrt(1 - beta2^t)."""
     i = cuda.grid(1)
     if i < p.shape[0]:
-        zero = p.dtype.type(0.0)
-        gi = g[i]
-        pi = p[i]
-        if weight_decay != zero:
-            if decoupled:
-                pi = pi * decay
-            else:
-                gi = gi + weight_decay * pi
-        mi = m[i] * beta1 + beta1c * gi
-        vi = v[i] * beta2 + beta2c * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        denom = math.sqrt(vi) / sqrt_bc2 + eps
-        p[i] = pi - lr_bc1 * (mi / denom)
+        p[i], m[i], v[i] = _adam_update(p[i], m[i], v[i], g[i], lr_bc1, beta1, beta1c, beta2, beta2c, weight_decay,
+                                        decay, sqrt_bc2, eps, decoupled, p.dtype.type(0.0))
 
 
 # Every kernel of this file, in file order: the PTX check (tests/test_ptx.py) compiles each for float32 and float64.

@@ -101,7 +101,7 @@ def _forward_steps(y, h_n, C, TC, M, G, hw, c0, w_hhT, w_hr, wp, lengths, act):
     T = G.shape[0]
     nC, nT, nM = C.shape[0], TC.shape[0], M.shape[0]
     proj = w_hr.shape[0] > 0
-    h_scratch = np.empty(h_n.shape, h_n.dtype) if proj else h_n     # where the pointwise step's h goes unused
+    h_scratch = np.empty(C.shape[1:], C.dtype) if proj else h_n     # (B, H): the pointwise step's h, unused here
     for t in range(T):
         c_prev = c0 if t == 0 else C[(t - 1) % nC]
         np.dot(h_n, w_hhT, hw)                  # recurrent product h_{t-1} @ w_hh^T

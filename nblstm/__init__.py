@@ -11,6 +11,8 @@ from .gradcheck import GradcheckError, GradcheckResult, gradcheck
 from ._layers import Embedding, Linear, SequenceModel
 from . import io, losses, optim, tasks, training
 from .training import fit, tbptt
+from . import reference_attention
+from ._attention import AttentionDecoder, Seq2Seq
 from . import diagnostics
 from .diagnostics import finite_difference_errors, gate_statistics, step_gradients
 
@@ -20,3 +22,4 @@ __all__ = ["LSTM", "LSTMCell", "RNN", "no_grad", "is_grad_enabled", "gradcheck",
            "GradcheckError", "reference", "backends", "__version__",
            "Linear", "Embedding", "SequenceModel", "losses", "optim", "io", "tasks", "training", "tbptt", "fit"]
 __all__ += ["diagnostics", "step_gradients", "gate_statistics", "finite_difference_errors"]
+__all__ += ["AttentionDecoder", "Seq2Seq", "reference_attention"]

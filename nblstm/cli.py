@@ -65,6 +65,7 @@ TRAIN_DEFAULTS = {
     "reber": dict(hidden_size=16, lr=1e-2, steps=1500, batch_size=32),
     "charlm": dict(hidden_size=256, lr=3e-3, steps=3000, batch_size=32),
     "digits": dict(hidden_size=64, lr=1e-2, steps=1500, batch_size=64),
+    "dates": dict(hidden_size=64, lr=3e-3, steps=1000, batch_size=64),
 }
 
 
@@ -87,6 +88,8 @@ def _make_task(args):
     if args.task == "charlm":
         return tasks.CharLM(bptt=args.bptt, embedding_dim=args.embedding_dim), \
             {"bptt": args.bptt, "embedding_dim": args.embedding_dim}
+    if args.task == "dates":
+        return tasks.Dates(dtype=dtype), {}
     return tasks.Digits(seed=args.seed, dtype=dtype), {}
 
 
@@ -219,7 +222,7 @@ def main(argv=None):
     t.add_argument("--steps", type=int, help="maximum number of training steps (batches)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu", help="passed to nblstm.LSTM (cpu; cuda where the LSTM supports it)")
+    t.add_argument("--device", default="cpu", help="cpu or cuda: where the model, the loss and the optimizer run")
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     t.add_argument("--forget-bias", type=float, help="added to the LSTM's forget-gate bias (task default: 5 for "
                    "adding and temporal-order, 1 otherwise)")

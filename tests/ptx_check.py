@@ -29,6 +29,7 @@ numba.cuda.dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compu
 
 from nblstm.kernels import cuda as K  # noqa: E402
 from nblstm.kernels import layers_cuda as LK  # noqa: E402
+from nblstm.kernels import attention_cuda as AK  # noqa: E402
 
 F64 = re.compile(r"\.f64\b|%fd\d")     # float64 instructions, conversions to/from f64, f64 registers
 
@@ -60,6 +61,18 @@ def signature(kernel, dt):
         "fill": (a1, dt),
         "sgd_step": (a1, a1, a1, dt, dt, dt, dt, i, i),
         "adam_step": (a1, a1, a1, a1, dt, dt, dt, dt, dt, dt, dt, dt, dt, i),
+        # nblstm/kernels/attention_cuda.py: lengths int64
+        "dot_score": (a2, a3, a2, n1),
+        "dot_score_backward": (a2, a3, a2, a3, a2, n1),
+        "additive_score": (a2, a3, a3, a2, a1, n1),
+        "additive_score_rows": (a2, a3, a2, a3, a1, n1),
+        "additive_score_v": (a1, a2, a3, n1),
+        "masked_softmax": (a2, a2, n1),
+        "masked_softmax_backward": (a2, a2, a2, n1),
+        "context": (a2, a2, a3, n1),
+        "context_backward": (a2, a3, a2, a2, a3, n1),
+        "add_bias_tanh": (a2, a1),
+        "tanh_backward": (a2, a2, a2),
         "canary": (a1, a1),
     }[kernel.__name__]
 
@@ -76,7 +89,7 @@ canary.__name__ = "canary"
 
 def main():
     canary_kernel = pytypes.SimpleNamespace(__name__="canary", py_func=canary)
-    for kernel in (*K.KERNELS, *LK.KERNELS, canary_kernel):
+    for kernel in (*K.KERNELS, *LK.KERNELS, *AK.KERNELS, canary_kernel):
         for dt in (types.float32, types.float64):
             row = {"kernel": kernel.__name__, "dtype": str(dt), "ok": False, "error": "", "f64_lines": []}
             try:

@@ -33,22 +33,15 @@ def ptx_rows():
     return rows
 
 
-def test_every_kernel_compiles_to_ptx_for_both_dtypes(ptx_rows):
-    from nblstm.kernels import cuda as K
-
-    got = {(r["kernel"], r["dtype"]) for r in ptx_rows}
-    want = {(k.__name__, dt) for k in K.KERNELS for dt in ("float32", "float64")}
-    assert want <= got
-    failed = {(r["kernel"], r["dtype"]): r["error"] for r in ptx_rows if not r["ok"]}
-    assert not failed, failed
-
-
-def test_every_layer_kernel_compiles_to_ptx_for_both_dtypes(ptx_rows):
-    """The training layers', losses' and optimizers' kernels (nblstm/kernels/layers_cuda.py)."""
-    from nblstm.kernels import layers_cuda as LK
+@pytest.mark.parametrize("module", ["cuda", "layers_cuda", "attention_cuda"])
+def test_every_kernel_compiles_to_ptx_for_both_dtypes(ptx_rows, module):
+    """Every kernel of nblstm/kernels/cuda.py (LSTM, RNN, GEMM), layers_cuda.py (layers, losses, optimizers) and
+    attention_cuda.py (attention)."""
+    import importlib
+    K = importlib.import_module(f"nblstm.kernels.{module}")
 
     rows = {(r["kernel"], r["dtype"]): r for r in ptx_rows}
-    want = {(k.__name__, dt) for k in LK.KERNELS for dt in ("float32", "float64")}
+    want = {(k.__name__, dt) for k in K.KERNELS for dt in ("float32", "float64")}
     assert want <= set(rows)
     failed = {key: rows[key]["error"] for key in want if not rows[key]["ok"]}
     assert not failed, failed

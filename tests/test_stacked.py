@@ -85,7 +85,9 @@ def _gradcheck_composition(device, L, bidirectional, variant, drop, bias, seed, 
                            **_options(H, variant, seed))
     x = testing.random_array((T, B, I), np.float64, seed)
     lstm(x, lengths=lengths)
-    errors = nblstm.gradcheck(lstm, x, tol=1e-6, lengths=lengths, dropout_masks=lstm.dropout_masks)
+    # eps 1e-5, not 1e-6: a peephole tensor's whole gradient can be ~3e-4, where eps 1e-6's rounding noise (~1e-10 of
+    # an O(1) loss) alone reads as 1e-6 relative error (found by hypothesis: weight_co_l0_reverse, 1.07e-6)
+    errors = nblstm.gradcheck(lstm, x, eps=1e-5, tol=1e-6, lengths=lengths, dropout_masks=lstm.dropout_masks)
     assert set(errors) == {"x", "h0", "c0", *lstm.state_dict()}
 
 

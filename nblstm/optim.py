@@ -91,9 +91,9 @@ def global_norm(objects):
             if dt not in device:
                 device[dt] = backends.zeros("cuda", (1,), dt)
             _cuda().reduce_sum(device[dt], _flat(g), 1)
-        else:
+        else:                   # not np.dot: no call into NumPy's BLAS, whose thread pool would spin beside numba's
             g = np.asarray(g).ravel().astype(np.float64)
-            host += float(np.dot(g, g))
+            host += float(np.square(g).sum())
     return math.sqrt(host + sum(float(backends.to_host(acc)[0]) for acc in device.values()))
 
 

@@ -186,18 +186,31 @@ def add_column_sums(db, dG):
             db[k] += dG[r, k]
 
 
-def gemm(C, A, B, trans_a, trans_b, accumulate):
-    """C (M, N) = op(A) @ op(B), plus C when accumulate; op(X) = X.T when trans_x, else X (NumPy's BLAS)."""
-    # Plain Python: the twin of kernels.cuda.gemm, which attention_cuda re-exports; np.dot with out= allocates
-    # nothing unless accumulating.
-    a = A.T if trans_a else A
-    b = B.T if trans_b else B
+@_jit
+def _dot(C, a, b, accumulate):
+    """C = a @ b, or C += a @ b; a and b C- or F-ordered (numba compiles each layout pair)."""
     if accumulate:
         C += np.dot(a, b)
     else:
-        np.dot(a, b, out=C)
+        np.dot(a, b, C)
+
+
+@_jit
+def gemm(C, A, B, trans_a, trans_b, accumulate):
+    """C (M, N) = op(A) @ op(B), plus C when accumulate; op(X) = X.T when trans_x, else X (NumPy's BLAS)."""
+    # Compiled, so the BLAS is the one numba calls (scipy's OpenBLAS), as in the LSTM kernels: a decoder step that
+    # alternated it with NumPy's own OpenBLAS kept two thread pools spinning on 2 cores, 13x slower (dates: 415 vs
+    # 32 ms per step). Four calls, not one: A and A.T (C and F order) do not unify in numba.
+    if trans_a and trans_b:
+        _dot(C, A.T, B.T, accumulate)
+    elif trans_a:
+        _dot(C, A.T, B, accumulate)
+    elif trans_b:
+        _dot(C, A, B.T, accumulate)
+    else:
+        _dot(C, A, B, accumulate)
 
 
 refresh_cache_on_change([dot_score, dot_score_backward, additive_score, additive_score_backward, masked_softmax,
                          masked_softmax_backward, context, context_backward, add_bias_tanh, tanh_backward,
-                         add_column_sums], [_math.__file__])
+                         add_column_sums, _dot, gemm], [_math.__file__])

@@ -1,12 +1,12 @@
 """LSTM and LSTMCell: parameters, argument checks and the tape; the math is in nblstm.kernels."""
 import math
-import warnings
 
 import numpy as np
 
 from . import _checks, backends
 from ._grad import is_grad_enabled
 from ._module import Module, _SequenceIO
+from ._stack import _Stacked
 from .kernels._math import ACTIVATIONS
 
 _PEEPHOLES = ("ci", "cf", "co")   # weight_ci, weight_cf, weight_co: the input, forget and output gates' peepholes
@@ -96,9 +96,13 @@ class _LSTMBase(Module):
         """weight_hr of `s` from `arrays` (params or grads), or a (0, H) array: no projection."""
         return arrays[f"weight_hr{s}"] if self.proj_size else self._empty(0, self.hidden_size)
 
-    def _layer_forward(self, x, h0, c0, s, h_n, c_n, keep, lens):
-        """Layer-direction `s` (parameter suffix) over x (T, B, I) from h0 (B, P), c0 (B, H), sequence b running
-        lens[b] steps: one kernel call; writes h_n, c_n -> y (T, B, P) and its tape (None unless keep)."""
+    _state_sizes = property(lambda self: (self._P, self.hidden_size))     # h (., B, P), c (., B, H)
+
+    def _layer_forward(self, x, s, state0, state_n, keep, lens):
+        """Layer-direction `s` (parameter suffix) over x (T, B, I) from state0 = (h0 (B, P), c0 (B, H)), sequence b
+        running lens[b] steps: one kernel call; writes state_n = (h_n, c_n) -> y (T, B, P) and its tape (None
+        unless keep)."""
+        (h0, c0), (h_n, c_n) = state0, state_n
         T, B, _ = x.shape
         H, P, p = self.hidden_size, self._P, self._params
         y, G = self._empty(T, B, P), self._empty(T, B, 4 * H)
@@ -110,9 +114,10 @@ class _LSTMBase(Module):
                                    self._w_hr(p, s), lens, self._act)
         return y, ((x, h0, c0, G, C, TC, M, y, lens) if keep else None)
 
-    def _layer_backward(self, tape, dy, dh_n, dc_n, s, dh0, dc0):
-        """BPTT through layer-direction `s` from its tape: dy (T, B, P), dh_n (B, P), dc_n (B, H) in; writes dh0, dc0
-        -> dx (T, B, I); adds into grads."""
+    def _layer_backward(self, tape, dy, s, dstate_n, dstate0):
+        """BPTT through layer-direction `s` from its tape: dy (T, B, P), dstate_n = (dh_n (B, P), dc_n (B, H)) in;
+        writes dstate0 = (dh0, dc0) -> dx (T, B, I); adds into grads."""
+        (dh_n, dc_n), (dh0, dc0) = dstate_n, dstate0
         x, h0, c0, G, C, TC, M, y, lens = tape
         T, B, _ = x.shape
         H, P, p, g = self.hidden_size, self._P, self._params, self.grads
@@ -151,7 +156,7 @@ class _LSTMBase(Module):
                                  ("forget_bias", 0.0), ("cell_activation", "tanh")))
 
 
-class LSTM(_SequenceIO, _LSTMBase):
+class LSTM(_SequenceIO, _Stacked, _LSTMBase):
     __doc__ = r"""A stack of LSTM layers over a sequence, one or both directions, shaped like ``torch.nn.LSTM``.
 
     At each step t, from the input x_t and the previous state (h_{t-1}, c_{t-1}):
@@ -266,68 +271,9 @@ class LSTM(_SequenceIO, _LSTMBase):
     def __init__(self, input_size, hidden_size, *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, peephole=False, dtype=np.float32, seed=None, forget_bias=0.0,
                  cell_activation="tanh", device="cpu"):
-        self.num_layers = _checks.positive_int(num_layers, "num_layers")
-        if isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, (int, float, np.integer, np.floating)) \
-                or not 0 <= dropout < 1:
-            raise ValueError(f"dropout: expected a number in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
-        if self.dropout > 0 and self.num_layers == 1:
-            warnings.warn(f"dropout: dropout is applied between stacked layers (to the inputs of layers 1..L-1), so "
-                          f"dropout={dropout!r} with num_layers=1 drops nothing", UserWarning, stacklevel=2)
-        self.bidirectional = bool(bidirectional)
-        self.batch_first = bool(batch_first)
-        self.training = True
-        self._last_masks = None
+        self._init_stack(num_layers, dropout, bidirectional, batch_first)
         super().__init__(input_size, hidden_size, bias, dtype, seed, forget_bias, cell_activation, device, peephole,
                          proj_size)
-
-    def _init_params(self, shapes, rng, bound):
-        super()._init_params(shapes, rng, bound)
-        # The dropout masks' generator, seeded from the initialization's after the parameters are drawn: the
-        # parameters are those of a model without dropout, and a seed gives one sequence of masks.
-        self._dropout_rng = np.random.default_rng(rng.integers(2**62))
-
-    @property
-    def _D(self):
-        return 2 if self.bidirectional else 1
-
-    def _layer_inputs(self):
-        D, P = self._D, self._P
-        return [(f"_l{k}" + ("_reverse" if d else ""), self.input_size if k == 0 else D * P)
-                for k in range(self.num_layers) for d in range(D)]
-
-    def train(self, mode=True):
-        """Training mode (``training = mode``): dropout on, outside ``nblstm.no_grad()``. Returns self."""
-        self.training = bool(mode)
-        return self
-
-    def eval(self):
-        """Inference mode (``training = False``): no dropout. Returns self."""
-        return self.train(False)
-
-    @property
-    def dropout_masks(self):
-        """The dropout masks the most recent forward applied (NumPy arrays in y's layout), or None."""
-        if self._last_masks is None:
-            return None
-        masks = [backends.to_host(m, copy=True) for m in self._last_masks]
-        return [np.ascontiguousarray(m.transpose(1, 0, 2)) for m in masks] if self.batch_first else masks
-
-    def _masks(self, masks, T, B):
-        """This forward's dropout masks, time-major on the device: the given ones checked, else drawn when
-        training (see Notes), else None."""
-        n, F = self.num_layers - 1, self._D * self._P
-        if masks is not None:
-            if not isinstance(masks, (list, tuple)) or len(masks) != n:
-                got = f"{len(masks)} of them" if isinstance(masks, (list, tuple)) else type(masks).__name__
-                raise ValueError(f"dropout_masks: expected a list of num_layers - 1 = {n} arrays shaped like y, "
-                                 f"got {got}")
-            return [self._seq(m, f"dropout_masks[{k}]", T, B, F) for k, m in enumerate(masks)]
-        if n == 0 or self.dropout == 0 or not self.training or not is_grad_enabled():
-            return None
-        scale = self.dtype.type(1.0 / (1.0 - self.dropout))
-        return [backends.to_device(self.device, (self._dropout_rng.random((T, B, F)) >= self.dropout)
-                                   .astype(self.dtype) * scale) for _ in range(n)]
 
     def forward(self, x, state=None, *, lengths=None, dropout_masks=None):
         """x (T, B, I) [batch_first: (B, T, I)], state (h0, c0), h0 (L*D, B, P) and c0 (L*D, B, H), or None for
@@ -338,35 +284,8 @@ class LSTM(_SequenceIO, _LSTMBase):
         like = x
         x = self._seq(x, "x", None, None, self.input_size)
         T, B = x.shape[:2]
-        L, D, P = self.num_layers, self._D, self._P
-        h0, c0 = self._state(state, "state", B, L * D)
-        lens = backends.to_device(self.device, _checks.lengths(lengths, B, T))
-        masks = self._masks(dropout_masks, T, B)
-        keep = is_grad_enabled()
-        self._tape = None               # arguments checked: the old tape goes before the new one is built (peak memory)
-        h_n, c_n = self._empty(L * D, B, P), self._empty(L * D, B, self.hidden_size)
-        inp, tapes = x, []
-        for layer in range(L):
-            if layer and masks is not None:
-                inp = backends.multiply(inp, masks[layer - 1])
-            out = self._empty(T, B, D * P) if D == 2 else None
-            for d in range(D):
-                k, s = layer * D + d, f"_l{layer}" + ("_reverse" if d else "")
-                xin = inp
-                if d:                               # the reverse direction reads each sequence from its end back
-                    xin = self._empty(*inp.shape)
-                    backends.copy_steps(xin, inp, reverse=True, lengths=lens)
-                y, tape = self._layer_forward(xin, h0[k], c0[k], s, h_n[k], c_n[k], keep, lens)
-                tapes.append(tape)
-                if D == 1:
-                    out = y
-                else:                               # ... and its outputs go back in time order, after forward's
-                    backends.copy_steps(out, y, out_col=d * P, reverse=bool(d), lengths=lens)
-            inp = out
-        self._tape = (x, tapes, masks, lens) if keep else None
-        self._last_masks = masks
-        # the tape keeps its own y (a one-direction top layer's y is in its tape): user edits can't corrupt backward
-        y = backends.copy(inp) if keep and D == 1 else inp
+        y, (h_n, c_n) = self._stack_forward(x, self._state(state, "state", B, self.num_layers * self._D), lengths,
+                                            dropout_masks)
         return self._out(y, like), (self._host(h_n, like), self._host(c_n, like))
 
     __call__ = forward
@@ -374,31 +293,12 @@ class LSTM(_SequenceIO, _LSTMBase):
     def backward(self, dy, state_grad=None):
         """dL/dy like y, state_grad (dL/dh_n, dL/dc_n) shaped like (h_n, c_n), or None for zeros
         -> dL/dx like x, (dL/dh0, dL/dc0) shaped like (h0, c0). Adds the parameter gradients into ``grads``."""
-        x, tapes, masks, lens = self._check_tape()
+        x = self._check_tape()[0]
         T, B = x.shape[:2]
-        L, D, P = self.num_layers, self._D, self._P
-        like = dy
-        dy = self._seq(dy, "dy", T, B, D * P)
-        dh_n, dc_n = self._state(state_grad, "state_grad", B, L * D)
-        dh0, dc0 = self._empty(L * D, B, P), self._empty(L * D, B, self.hidden_size)
-        dout = dy
-        for layer in reversed(range(L)):            # top layer first
-            dinp = None
-            for d in range(D):
-                k, s = layer * D + d, f"_l{layer}" + ("_reverse" if d else "")
-                dyd = dout
-                if D == 2:                          # this direction's part of dL/dy, in its own time order
-                    dyd = self._empty(T, B, P)
-                    backends.copy_steps(dyd, dout, a_col=d * P, n=P, reverse=bool(d), lengths=lens)
-                dx = self._layer_backward(tapes[k], dyd, dh_n[k], dc_n[k], s, dh0[k], dc0[k])
-                if d == 0:
-                    dinp = dx
-                else:                               # both directions read the same input: their gradients add
-                    backends.copy_steps(dinp, dx, reverse=True, accumulate=True, lengths=lens)
-            if layer and masks is not None:
-                dinp = backends.multiply(dinp, masks[layer - 1])
-            dout = dinp
-        return self._out(dout, like), (self._host(dh0, like), self._host(dc0, like))
+        L, D, like = self.num_layers, self._D, dy
+        dy = self._seq(dy, "dy", T, B, D * self._P)
+        dx, (dh0, dc0) = self._stack_backward(dy, self._state(state_grad, "state_grad", B, L * D))
+        return self._out(dx, like), (self._host(dh0, like), self._host(dc0, like))
 
 
 class LSTMCell(_LSTMBase):
@@ -434,7 +334,8 @@ class LSTMCell(_LSTMBase):
         h, c = self._state(state, "state", B)
         h_next, c_next = self._empty(B, H), self._empty(B, H)
         ones = backends.to_device(self.device, np.ones(B, np.int64))
-        _, self._tape = self._layer_forward(x.reshape(1, *x.shape), h, c, "", h_next, c_next, is_grad_enabled(), ones)
+        _, self._tape = self._layer_forward(x.reshape(1, *x.shape), "", (h, c), (h_next, c_next), is_grad_enabled(),
+                                            ones)
         return self._host(h_next, like), self._host(c_next, like)
 
     __call__ = forward
@@ -447,5 +348,5 @@ class LSTMCell(_LSTMBase):
         zeros = lambda: backends.zeros(self.device, shape, self.dtype)  # noqa: E731
         dc_next = zeros() if dc_next is None else self._as(dc_next, "dc_next", shape)
         dh, dc = self._empty(*shape), self._empty(*shape)
-        dx = self._layer_backward(self._tape, dh_next.reshape(1, *shape), zeros(), dc_next, "", dh, dc)
+        dx = self._layer_backward(self._tape, dh_next.reshape(1, *shape), "", (zeros(), dc_next), (dh, dc))
         return self._host(dx[0], like), (self._host(dh, like), self._host(dc, like))

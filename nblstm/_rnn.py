@@ -4,13 +4,13 @@ import math
 import numpy as np
 
 from . import _checks, backends
-from ._grad import is_grad_enabled
 from ._module import Module, _SequenceIO
+from ._stack import _Stacked
 from .kernels._math import ACTIVATIONS
 
 
-class RNN(_SequenceIO, Module):
-    r"""One Elman RNN layer over a sequence, shaped like ``torch.nn.RNN``:
+class RNN(_SequenceIO, _Stacked, Module):
+    r"""A stack of Elman RNN layers over a sequence, one or both directions, shaped like ``torch.nn.RNN``:
 
     .. math::
 
@@ -23,10 +23,16 @@ class RNN(_SequenceIO, Module):
     ----------
     input_size, hidden_size : int
         I and H.
+    num_layers : int, default 1
+        L, layers stacked; layer k > 0 reads the outputs of layer k - 1 (input size D*H).
     nonlinearity : {"tanh", "relu"}
     bias : bool, default True
     batch_first : bool, default False
-        x and y are (B, T, .) instead of the time-major (T, B, .). The state stays (1, B, H).
+        x and y are (B, T, .) instead of the time-major (T, B, .). The state stays (L*D, B, H).
+    dropout : float in [0, 1), default 0.0
+        Inverted dropout on the inputs of layers 1..L-1 in training, as nblstm.LSTM's (and torch's).
+    bidirectional : bool, default False
+        Add a reverse direction (suffix ``_reverse``) to every layer: D = 2, y (T, B, 2H), forward first.
     dtype : np.float32 (default) or np.float64
     seed : int or None
         Seed of torch's initialization: every parameter from U(-1/sqrt(H), 1/sqrt(H)).
@@ -34,11 +40,13 @@ class RNN(_SequenceIO, Module):
 
     Notes
     -----
-    Names and shapes as torch: ``weight_ih_l0`` (H, I), ``weight_hh_l0`` (H, H), ``bias_ih_l0``,
-    ``bias_hh_l0`` (H,). ``forward(x, h0, lengths=None)`` -> ``y, h_n``; with ``lengths`` (B,) sequence b
-    stops after lengths[b] steps: y is zero past its end and h_n is its state at its last step (torch's packed
-    sequences). ``backward(dy, dh_n=None)`` -> ``dx, dh0``, adding into ``grads``. Inside
-    ``nblstm.no_grad()`` no tape is kept.
+    Names and shapes as torch: ``weight_ih_l{k}`` (H, I or D*H), ``weight_hh_l{k}`` (H, H), ``bias_ih_l{k}``,
+    ``bias_hh_l{k}`` (H,), with ``_reverse`` for the reverse direction, so a ``torch.nn.RNN``'s state_dict loads
+    unchanged. ``forward(x, h0, lengths=None)`` -> ``y, h_n``, h0 and h_n (L*D, B, H); with ``lengths`` (B,)
+    sequence b stops after lengths[b] steps: y is zero past its end, h_n is its state at its last step and the
+    reverse direction starts at its own end (torch's packed sequences). ``backward(dy, dh_n=None)`` -> ``dx,
+    dh0``, adding into ``grads``. Inside ``nblstm.no_grad()`` no tape is kept. Stacking, directions and dropout
+    (training mode, ``dropout_masks``) work as in nblstm.LSTM: one kernel call per layer and direction.
 
     Examples
     --------
@@ -50,74 +58,94 @@ class RNN(_SequenceIO, Module):
     >>> dx, dh0 = rnn.backward(np.ones_like(y))
     >>> dx.shape, dh0.shape
     ((6, 2, 3), (1, 2, 4))
+    >>> deep = nblstm.RNN(3, 4, num_layers=2, bidirectional=True, seed=0)
+    >>> y, h_n = deep(np.ones((6, 2, 3), np.float32))
+    >>> y.shape, h_n.shape, deep.state_dict()["weight_ih_l1_reverse"].shape
+    ((6, 2, 8), (4, 2, 4), (4, 8))
     """
 
     single_state = True             # the state is one array h, not a pair (nblstm.gradcheck reads this)
 
-    def __init__(self, input_size, hidden_size, *, nonlinearity="tanh", bias=True, batch_first=False,
-                 dtype=np.float32, seed=None, device="cpu"):
+    def __init__(self, input_size, hidden_size, *, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, device="cpu"):
+        self._init_stack(num_layers, dropout, bidirectional, batch_first)
         self.input_size = _checks.positive_int(input_size, "input_size")
         self.hidden_size = _checks.positive_int(hidden_size, "hidden_size")
         self.nonlinearity = _checks.choice(nonlinearity, "nonlinearity", ACTIVATIONS)
         self._act = ACTIVATIONS.index(nonlinearity)
         self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
         self.dtype = _checks.as_float_dtype(dtype)
-        I, H = self.input_size, self.hidden_size
-        shapes = {"weight_ih_l0": (H, I), "weight_hh_l0": (H, H)}
-        if self.bias:
-            shapes.update({"bias_ih_l0": (H,), "bias_hh_l0": (H,)})
+        H = self.hidden_size
+        shapes = {}
+        for s, n_in in self._layer_inputs():       # torch's order: l0, l0_reverse, l1, ...
+            shapes.update({f"weight_ih{s}": (H, n_in), f"weight_hh{s}": (H, H)})
+            if self.bias:
+                shapes.update({f"bias_ih{s}": (H,), f"bias_hh{s}": (H,)})
         self._init_params(shapes, np.random.default_rng(seed), 1.0 / math.sqrt(H))
         if not isinstance(device, str) or device not in backends.TARGETS:
             raise ValueError(f"device: expected one of {', '.join(map(repr, backends.TARGETS))}, got {device!r}")
         self._tape = None
         self.to(device)
 
-    def _bias(self):
+    _P = property(lambda self: self.hidden_size)                    # the size of a direction's output
+    _state_sizes = property(lambda self: (self.hidden_size,))       # h (., B, H)
+
+    def _bias(self, s):
         if not self.bias:
             return backends.zeros(self.device, (self.hidden_size,), self.dtype)
-        b = backends.copy(self._params["bias_ih_l0"])
-        backends.add_into(b, self._params["bias_hh_l0"])
+        b = backends.copy(self._params[f"bias_ih{s}"])
+        backends.add_into(b, self._params[f"bias_hh{s}"])
         return b
 
-    def forward(self, x, h0=None, lengths=None):
-        """x (T, B, I) [batch_first: (B, T, I)], h0 (1, B, H) or None for zeros, lengths (B,) or None
-        -> y (T, B, H) [batch_first: (B, T, H)], h_n (1, B, H)."""
+    def _layer_forward(self, x, s, state0, state_n, keep, lens):
+        """Layer-direction `s` over x (T, B, I) from state0 = (h0 (B, H),): one kernel call; writes state_n = (h_n,)
+        -> y (T, B, H) and its tape (None unless keep)."""
+        T, B, _ = x.shape
+        p, y = self._params, self._empty(T, B, self.hidden_size)
+        self._kernels.rnn_forward(y, state_n[0], self._empty(B, self.hidden_size), x, state0[0], p[f"weight_ih{s}"],
+                                  p[f"weight_hh{s}"], self._bias(s), lens, self._act)
+        return y, ((x, state0[0], y, lens) if keep else None)
+
+    def _layer_backward(self, tape, dy, s, dstate_n, dstate0):
+        """BPTT through layer-direction `s`: dy (T, B, H), dstate_n = (dh_n (B, H),) in; writes dstate0 = (dh0,)
+        -> dx (T, B, I); adds into grads."""
+        x, h0, y, lens = tape
+        T, B, _ = x.shape
+        H, p, g = self.hidden_size, self._params, self.grads
+        dx, db = self._empty(*x.shape), backends.zeros(self.device, (H,), self.dtype)
+        self._kernels.rnn_backward(dx, dstate0[0], g[f"weight_ih{s}"], g[f"weight_hh{s}"], db, self._empty(T, B, H),
+                                   self._empty(B, H), dy, dstate_n[0], x, h0, p[f"weight_ih{s}"],
+                                   p[f"weight_hh{s}"], y, lens, self._act)
+        if self.bias:
+            backends.add_into(g[f"bias_ih{s}"], db)
+            backends.add_into(g[f"bias_hh{s}"], db)
+        return dx
+
+    def _h(self, h, name, B):
+        """(h,): h (L*D, B, H) checked, or zeros when None."""
+        shape = (self.num_layers * self._D, B, self.hidden_size)
+        return (backends.zeros(self.device, shape, self.dtype) if h is None else self._as(h, name, shape),)
+
+    def forward(self, x, h0=None, lengths=None, *, dropout_masks=None):
+        """x (T, B, I) [batch_first: (B, T, I)], h0 (L*D, B, H) or None for zeros, lengths (B,) or None
+        -> y (T, B, D*H) [batch_first: (B, T, D*H)], h_n (L*D, B, H); state index k*D + d is layer k, direction
+        d (1: reverse). ``dropout_masks`` as nblstm.LSTM's."""
         like = x
         x = self._seq(x, "x", None, None, self.input_size)
-        T, B, _ = x.shape
-        H, p = self.hidden_size, self._params
-        h0 = backends.zeros(self.device, (B, H), self.dtype) if h0 is None else \
-            self._as(h0, "h0", (1, B, H)).reshape(B, H)
-        lens = backends.to_device(self.device, _checks.lengths(lengths, B, T))
-        self._tape = None               # arguments checked: the old tape goes before the new one is built (peak memory)
-        y, h_n = self._empty(T, B, H), self._empty(B, H)
-        self._kernels.rnn_forward(y, h_n, self._empty(B, H), x, h0, p["weight_ih_l0"], p["weight_hh_l0"],
-                                  self._bias(), lens, self._act)
-        keep = is_grad_enabled()
-        self._tape = (x, h0, y, lens) if keep else None
-        return self._out(backends.copy(y) if keep else y, like), self._host(h_n, like).reshape(1, B, H)
+        y, (h_n,) = self._stack_forward(x, self._h(h0, "h0", x.shape[1]), lengths, dropout_masks)
+        return self._out(y, like), self._host(h_n, like)
 
     __call__ = forward
 
     def backward(self, dy, dh_n=None):
-        """dL/dy like y, dL/dh_n (1, B, H) or None for zeros -> dL/dx like x, dL/dh0 (1, B, H).
+        """dL/dy like y, dL/dh_n (L*D, B, H) or None for zeros -> dL/dx like x, dL/dh0 (L*D, B, H).
         Adds the parameter gradients into ``grads``."""
-        x, h0, y, lens = self._check_tape()
-        T, B, _ = x.shape
-        H, p, g = self.hidden_size, self._params, self.grads
+        T, B = self._check_tape()[0].shape[:2]
         like = dy
-        dy = self._seq(dy, "dy", T, B, H)
-        dh_n = backends.zeros(self.device, (B, H), self.dtype) if dh_n is None else \
-            self._as(dh_n, "dh_n", (1, B, H)).reshape(B, H)
-        dx, dh0, db = self._empty(*x.shape), self._empty(B, H), backends.zeros(self.device, (H,), self.dtype)
-        self._kernels.rnn_backward(dx, dh0, g["weight_ih_l0"], g["weight_hh_l0"], db, self._empty(T, B, H),
-                                   self._empty(B, H), dy, dh_n, x, h0, p["weight_ih_l0"], p["weight_hh_l0"], y,
-                                   lens, self._act)
-        if self.bias:
-            backends.add_into(g["bias_ih_l0"], db)
-            backends.add_into(g["bias_hh_l0"], db)
-        return self._out(dx, like), self._host(dh0, like).reshape(1, B, H)
+        dy = self._seq(dy, "dy", T, B, self._D * self.hidden_size)
+        dx, (dh0,) = self._stack_backward(dy, self._h(dh_n, "dh_n", B))
+        return self._out(dx, like), self._host(dh0, like)
 
     def _repr_args(self):
-        return self._sizes_repr((("nonlinearity", "tanh"), ("bias", True), ("batch_first", False)))
+        return self._sizes_repr((("num_layers", 1), ("nonlinearity", "tanh"), ("bias", True), ("batch_first", False),
+                                 ("dropout", 0.0), ("bidirectional", False)))

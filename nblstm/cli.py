@@ -22,10 +22,15 @@ def _gradcheck(args):
                   cell_activation=args.cell_activation)
     kwargs = {}
     try:
-        if args.model == "lstm":
-            model = nblstm.LSTM(args.input_size, args.hidden_size, num_layers=args.layers,
-                                bidirectional=args.bidirectional, proj_size=args.proj_size, peephole=args.peephole,
-                                **common)
+        if args.model in ("lstm", "rnn"):
+            if args.model == "lstm":
+                model = nblstm.LSTM(args.input_size, args.hidden_size, num_layers=args.layers,
+                                    bidirectional=args.bidirectional, proj_size=args.proj_size,
+                                    peephole=args.peephole, **common)
+            else:           # the cell activation is the RNN's nonlinearity; it has no forget gate or peepholes
+                model = nblstm.RNN(args.input_size, args.hidden_size, num_layers=args.layers,
+                                   bidirectional=args.bidirectional, nonlinearity=args.cell_activation,
+                                   bias=not args.no_bias, dtype=np.float64, seed=args.seed)
             x = rng.standard_normal((args.steps, args.batch, args.input_size))
             if args.lengths:        # a padded batch: the first sequence runs all steps, the others are drawn
                 kwargs["lengths"] = np.concatenate([[args.steps], rng.integers(0, args.steps + 1, args.batch - 1)])
@@ -193,7 +198,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="nblstm", description="LSTM networks with Numba kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("gradcheck", help="finite-difference gradient check of a configuration")
-    g.add_argument("--model", choices=["lstm", "cell"], default="lstm")
+    g.add_argument("--model", choices=["lstm", "cell", "rnn"], default="lstm",
+                   help="nblstm.LSTM, LSTMCell, or the vanilla RNN (--cell-activation is its nonlinearity)")
     g.add_argument("--input-size", type=int, default=3)
     g.add_argument("--hidden-size", type=int, default=4)
     g.add_argument("--steps", type=int, default=6, help="T, sequence length (lstm)")
@@ -201,7 +207,7 @@ def main(argv=None):
     g.add_argument("--cell-activation", choices=["tanh", "relu"], default="tanh")
     g.add_argument("--forget-bias", type=float, default=1.0)
     g.add_argument("--no-bias", action="store_true")
-    g.add_argument("--layers", type=int, default=1, help="num_layers (lstm)")
+    g.add_argument("--layers", type=int, default=1, help="num_layers (lstm, rnn)")
     g.add_argument("--bidirectional", action="store_true", help="(lstm)")
     g.add_argument("--proj-size", type=int, default=0, help="projection size P < H, 0 for none (lstm)")
     g.add_argument("--peephole", action="store_true", help="peephole connections")
@@ -217,7 +223,7 @@ def main(argv=None):
     t.add_argument("--model", choices=["lstm", "rnn"], default="lstm",
                    help="the recurrent core: lstm, or rnn (vanilla Elman RNN, tanh; the long-lag baseline)")
     t.add_argument("--hidden-size", type=int, help="H (task default)")
-    t.add_argument("--layers", type=int, default=1, help="stacked LSTM layers (num_layers; default 1)")
+    t.add_argument("--layers", type=int, default=1, help="stacked layers of the core (num_layers; default 1)")
     t.add_argument("--lr", type=float, help="learning rate (task default)")
     t.add_argument("--steps", type=int, help="maximum number of training steps (batches)")
     t.add_argument("--batch-size", type=int)

@@ -71,13 +71,18 @@ best_step, best_error : float  the step with the smallest median error, and that
 """
 
 
-def _lstm_params(model):
-    """A one-layer, one-direction nblstm.LSTM -> reference arguments (w_ih, w_hh, b_ih, b_hh, peephole, w_hr)."""
+def _one_layer(model):
+    """model's state_dict; ValueError unless it has one layer in one direction."""
     if model.num_layers != 1 or model.bidirectional:
         raise ValueError(f"model: the per-step diagnostics handle one layer in one direction, got num_layers="
-                         f"{model.num_layers}, bidirectional={model.bidirectional}; pass a one-layer LSTM (for a "
-                         f"stack, build one from that layer's state_dict entries)")
-    p = model.state_dict()
+                         f"{model.num_layers}, bidirectional={model.bidirectional}; pass a one-layer "
+                         f"{type(model).__name__} (for a stack, build one from that layer's state_dict entries)")
+    return model.state_dict()
+
+
+def _lstm_params(model):
+    """A one-layer, one-direction nblstm.LSTM -> reference arguments (w_ih, w_hh, b_ih, b_hh, peephole, w_hr)."""
+    p = _one_layer(model)
     known = {f"{n}_l0" for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_ci",
                                  "weight_cf", "weight_co")}
     unknown = sorted(set(p) - known)
@@ -127,7 +132,7 @@ def step_gradients(model, x, dy, state=None, state_grad=None):
 
     Parameters
     ----------
-    model : nblstm.LSTM (one layer, one direction) or nblstm.RNN
+    model : nblstm.LSTM or nblstm.RNN, one layer, one direction
         Its ``state_dict()`` is used on the host, so a model on any device works. Sequences of different
         lengths (``lengths``) are not handled: pad them yourself or pass equal lengths.
     x : array (T, B, I), or (B, T, I) when the model is batch_first
@@ -191,8 +196,8 @@ def step_gradients(model, x, dy, state=None, state_grad=None):
 
 
 def _rnn_step_gradients(model, x, dy, state, state_grad):
+    p = _one_layer(model)
     x = _time_major(model, x, "x")
-    p = model.state_dict()
     H = model.hidden_size
     zero = np.zeros(H, model.dtype)
     T, B, _ = x.shape

@@ -70,8 +70,8 @@ def test_layers_and_device_errors(capsys, tmp_path):
     assert "core.weight_ih_l1" in nblstm.io.read(path)["models"]["model"]
     assert main(QUICK + ["--steps", "5", "--layers", "0"]) == 2
     assert "num_layers: expected a positive integer, got 0" in capsys.readouterr().err
-    assert main(QUICK + ["--steps", "5", "--layers", "2", "--model", "rnn"]) == 2
-    assert "num_layers: the vanilla RNN core is one layer" in capsys.readouterr().err
+    assert main(QUICK + ["--steps", "5", "--layers", "2", "--model", "rnn"]) == 1     # a stacked RNN core runs
+    assert "RNN(2, 8, num_layers=2)" in capsys.readouterr().out
     assert main(QUICK + ["--steps", "5", "--device", "tpu"]) == 2
     assert "device" in capsys.readouterr().err
 

@@ -110,3 +110,104 @@ def test_rnn_bad_arguments():
     with pytest.raises(RuntimeError, match="backward: no tape"):
         rnn.backward(np.ones((5, 2, 4)))
     assert repr(nblstm.RNN(3, 4, nonlinearity="relu", dtype=np.float64)) == "RNN(3, 4, nonlinearity='relu', dtype=float64)"
+
+
+def _torch_rnn(torch, I, H, L, D, nonlinearity, bias, batch_first, seed):
+    torch.manual_seed(seed)
+    return torch.nn.RNN(I, H, num_layers=L, nonlinearity=nonlinearity, bias=bias, batch_first=batch_first,
+                        bidirectional=D == 2, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_stacked_bidirectional_rnn_matches_torch(device):
+    """torch.nn.RNN's weights load unchanged into a stacked / bidirectional nblstm.RNN and give its outputs and every
+    gradient (float64), with lengths through torch's packed sequences (unsorted)."""
+    torch = pytest.importorskip("torch")
+    given_on(device, shapes(device, 6, 4, 3, 4), st.integers(1, 3), st.booleans(), st.sampled_from(["tanh", "relu"]),
+             st.booleans(), st.booleans(), testing.seeds(), st.data())(_stacked_matches_torch)(device, torch)
+
+
+def _stacked_matches_torch(device, torch, shape, L, bidirectional, nonlinearity, bias, batch_first, seed, data):
+    T, B, I, H = shape
+    D = 2 if bidirectional else 1
+    ref = _torch_rnn(torch, I, H, L, D, nonlinearity, bias, batch_first, seed)
+    rnn = nblstm.RNN(I, H, num_layers=L, nonlinearity=nonlinearity, bias=bias, batch_first=batch_first,
+                     bidirectional=bidirectional, dtype=np.float64, device=device)
+    rnn.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
+    lengths = data.draw(st.none() | st.lists(st.integers(1, T), min_size=B, max_size=B))   # torch: lengths >= 1
+    x = testing.random_array((B, T, I) if batch_first else (T, B, I), np.float64, seed)
+    h0 = testing.random_array((L * D, B, H), np.float64, seed + 1)
+    tx, th0 = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)
+    if lengths is None:
+        ty, th = ref(tx, th0)
+    else:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(tx, lengths, batch_first=batch_first, enforce_sorted=False)
+        ty, th = ref(packed, th0)
+        ty, _ = torch.nn.utils.rnn.pad_packed_sequence(ty, batch_first=batch_first, total_length=T)
+    y, h = rnn(x, h0, lengths=lengths)
+    assert y.shape == tuple(ty.shape) and h.shape == (L * D, B, H)
+    testing.assert_close(y, ty.detach().numpy(), np.float64, "y")
+    testing.assert_close(h, th.detach().numpy(), np.float64, "h_n")
+    dy, dh = testing.random_array(y.shape, np.float64, seed + 2), testing.random_array(h.shape, np.float64, seed + 3)
+    torch.autograd.backward([ty, th], [torch.tensor(dy), torch.tensor(dh)])
+    dx, dh0 = rnn.backward(dy, dh)
+    testing.assert_close(dx, tx.grad.numpy(), np.float64, "dx")
+    testing.assert_close(dh0, th0.grad.numpy(), np.float64, "dh0")
+    assert set(rnn.grads) == {name for name, _ in ref.named_parameters()}
+    for name, p in ref.named_parameters():
+        testing.assert_close(nblstm.backends.to_host(rnn.grads[name]), p.grad.numpy(), np.float64, name)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_stacked_rnn_passes_finite_differences(device):
+    """Central differences (float64) for every parameter, x and h0 of drawn stacks: layers, directions, lengths,
+    dropout (the forward's masks replayed), bias, nonlinearity."""
+    given_on(device, st.integers(1, 2), st.booleans(), st.booleans(), st.booleans(), st.sampled_from(["tanh", "relu"]),
+             testing.seeds(), st.data(), cuda_share=10)(_stacked_gradients)(device)
+
+
+def _stacked_gradients(device, L, bidirectional, drop, bias, nonlinearity, seed, data):
+    T, B, I, H = (3, 2, 2, 3) if device == "cpu" else (2, 2, 1, 2)
+    rnn = nblstm.RNN(I, H, num_layers=L, bidirectional=bidirectional, dropout=0.5 if drop and L > 1 else 0.0,
+                     nonlinearity=nonlinearity, bias=bias, dtype=np.float64, seed=seed, device=device)
+    x = testing.random_array((T, B, I), np.float64, seed)
+    lengths = _lengths(data, T, B)
+    rnn(x, lengths=lengths)                     # draws the masks that the finite-difference forwards replay
+    assert (rnn.dropout_masks is not None) == (drop and L > 1)
+    errors = nblstm.gradcheck(rnn, x, eps=1e-5, tol=GRAD_TOL, lengths=lengths, dropout_masks=rnn.dropout_masks)
+    assert set(errors) == {"x", "h0", *rnn.state_dict()}
+
+
+def test_stacked_rnn_shapes_names_and_errors():
+    rnn = nblstm.RNN(3, 4, num_layers=2, bidirectional=True, seed=0)
+    assert list(rnn.state_dict()) == [f"{w}_l{k}{d}" for k in range(2) for d in ("", "_reverse")
+                                      for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    assert rnn.state_dict()["weight_ih_l1"].shape == (4, 8)
+    assert repr(rnn) == "RNN(3, 4, num_layers=2, bidirectional=True)"
+    with pytest.raises(ValueError, match=r"h0: expected shape \(4, 2, 4\)"):
+        rnn(np.ones((5, 2, 3)), np.ones((1, 2, 4)))
+    y, h = rnn(np.ones((5, 2, 3)))
+    with pytest.raises(ValueError, match=r"dy: expected shape \(5, 2, 8\)"):
+        rnn.backward(np.ones((5, 2, 4)))
+    with pytest.raises(ValueError, match=r"dh_n: expected shape \(4, 2, 4\)"):
+        rnn.backward(np.ones_like(y), np.ones((1, 2, 4)))
+    with pytest.raises(ValueError, match="num_layers: expected a positive integer, got 0"):
+        nblstm.RNN(3, 4, num_layers=0)
+    with pytest.raises(ValueError, match=r"dropout: expected a number in \[0, 1\), got 1.0"):
+        nblstm.RNN(3, 4, num_layers=2, dropout=1.0)
+    with pytest.warns(UserWarning, match="dropout=0.3 with num_layers=1 drops nothing"):
+        nblstm.RNN(3, 4, dropout=0.3)
+
+
+def test_rnn_dropout_only_in_training():
+    kw = dict(num_layers=3, bidirectional=True, dtype=np.float64, seed=7)
+    plain, drop = nblstm.RNN(4, 5, **kw), nblstm.RNN(4, 5, dropout=0.4, **kw)
+    x = testing.random_array((6, 3, 4), np.float64, 0)
+    assert all(np.array_equal(plain.state_dict()[k], v) for k, v in drop.state_dict().items())
+    y_train, _ = drop(x)
+    assert len(drop.dropout_masks) == 2 and not np.allclose(y_train, plain(x)[0])
+    with nblstm.no_grad():
+        np.testing.assert_array_equal(drop(x)[0], plain(x)[0])
+    drop.eval()
+    np.testing.assert_array_equal(drop(x)[0], plain(x)[0])
+    assert drop.dropout_masks is None

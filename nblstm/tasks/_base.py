@@ -25,13 +25,10 @@ def lstm_core(input_size, hidden_size, *, seed=None, dtype=np.float32, device="c
 
 
 def rnn_core(input_size, hidden_size, *, seed=None, dtype=np.float32, device="cpu", forget_bias=None, num_layers=1):
-    """A vanilla (Elman, tanh) nblstm.RNN layer, the baseline of the long-lag tasks; it has no forget gate, so
-    `forget_bias` is ignored. One layer only: other `num_layers` raise ValueError."""
-    if num_layers != 1:
-        raise ValueError(f"num_layers: the vanilla RNN core is one layer (nblstm.RNN does not stack), "
-                         f"got {num_layers!r}")
+    """A vanilla (Elman, tanh) nblstm.RNN of `num_layers` layers, the baseline of the long-lag tasks; it has no
+    forget gate, so `forget_bias` is ignored."""
     from .._rnn import RNN
-    return RNN(input_size, hidden_size, seed=seed, dtype=dtype, device=device)
+    return RNN(input_size, hidden_size, num_layers=num_layers, seed=seed, dtype=dtype, device=device)
 
 
 class Task:

@@ -105,14 +105,18 @@ class _LSTMBase(Module):
         (h0, c0), (h_n, c_n) = state0, state_n
         T, B, _ = x.shape
         H, P, p = self.hidden_size, self._P, self._params
-        y, G = self._empty(T, B, P), self._empty(T, B, 4 * H)
+        y, G = self._take(T, B, P), self._take(T, B, 4 * H)
         # without a tape: C two steps (c_t beside c_{t-1}), TC and M one (nblstm/kernels/cpu.py, first comment)
-        C, TC = self._empty(T if keep else min(T, 2), B, H), self._empty(T if keep else 1, B, H)
-        M = self._empty(T if keep else 1, B, H) if self.proj_size else y
-        self._kernels.lstm_forward(y, h_n, c_n, G, C, TC, M, self._empty(B, 4 * H), x, h0, c0,
+        C, TC = self._take(T if keep else min(T, 2), B, H), self._take(T if keep else 1, B, H)
+        M = self._take(T if keep else 1, B, H) if self.proj_size else y
+        self._kernels.lstm_forward(y, h_n, c_n, G, C, TC, M, self._scratch("hw", B, 4 * H), x, h0, c0,
                                    p[f"weight_ih{s}"], p[f"weight_hh{s}"], self._bias(s), self._peepholes(s),
                                    self._w_hr(p, s), lens, self._act)
         return y, ((x, h0, c0, G, C, TC, M, y, lens) if keep else None)
+
+    def _tape_buffers(self, tape):
+        G, C, TC, M, y = tape[3:8]
+        return (G, C, TC, y) + ((M,) if self.proj_size else ())
 
     def _layer_backward(self, tape, dy, s, dstate_n, dstate0):
         """BPTT through layer-direction `s` from its tape: dy (T, B, P), dstate_n = (dh_n (B, P), dc_n (B, H)) in;
@@ -126,10 +130,10 @@ class _LSTMBase(Module):
         n = T if self.proj_size else 0              # the projection's scratch
         dx = self._empty(*x.shape)
         self._kernels.lstm_backward(dx, dh0, dc0, g[f"weight_ih{s}"], g[f"weight_hh{s}"], db, dwp, self._w_hr(g, s),
-                                    self._empty(*G.shape), self._empty(n, B, P), self._empty(B if n else 0, H),
-                                    self._empty(B, P), dy, dh_n, dc_n, x, h0, c0, p[f"weight_ih{s}"],
-                                    p[f"weight_hh{s}"], self._peepholes(s), self._w_hr(p, s), G, C, TC, M, y, lens,
-                                    self._act)
+                                    self._scratch("dG", *G.shape), self._scratch("dH", n, B, P),
+                                    self._scratch("dm", B if n else 0, H), self._scratch("dhw", B, P), dy, dh_n, dc_n,
+                                    x, h0, c0, p[f"weight_ih{s}"], p[f"weight_hh{s}"], self._peepholes(s),
+                                    self._w_hr(p, s), G, C, TC, M, y, lens, self._act)
         if self.bias:
             backends.add_into(g[f"bias_ih{s}"], db)
             backends.add_into(g[f"bias_hh{s}"], db)

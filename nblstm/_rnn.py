@@ -101,10 +101,13 @@ class RNN(_SequenceIO, _Stacked, Module):
         """Layer-direction `s` over x (T, B, I) from state0 = (h0 (B, H),): one kernel call; writes state_n = (h_n,)
         -> y (T, B, H) and its tape (None unless keep)."""
         T, B, _ = x.shape
-        p, y = self._params, self._empty(T, B, self.hidden_size)
-        self._kernels.rnn_forward(y, state_n[0], self._empty(B, self.hidden_size), x, state0[0], p[f"weight_ih{s}"],
-                                  p[f"weight_hh{s}"], self._bias(s), lens, self._act)
+        p, y = self._params, self._take(T, B, self.hidden_size)
+        self._kernels.rnn_forward(y, state_n[0], self._scratch("hw", B, self.hidden_size), x, state0[0],
+                                  p[f"weight_ih{s}"], p[f"weight_hh{s}"], self._bias(s), lens, self._act)
         return y, ((x, state0[0], y, lens) if keep else None)
+
+    def _tape_buffers(self, tape):
+        return tape[2:3]                    # y
 
     def _layer_backward(self, tape, dy, s, dstate_n, dstate0):
         """BPTT through layer-direction `s`: dy (T, B, H), dstate_n = (dh_n (B, H),) in; writes dstate0 = (dh0,)
@@ -113,9 +116,9 @@ class RNN(_SequenceIO, _Stacked, Module):
         T, B, _ = x.shape
         H, p, g = self.hidden_size, self._params, self.grads
         dx, db = self._empty(*x.shape), backends.zeros(self.device, (H,), self.dtype)
-        self._kernels.rnn_backward(dx, dstate0[0], g[f"weight_ih{s}"], g[f"weight_hh{s}"], db, self._empty(T, B, H),
-                                   self._empty(B, H), dy, dstate_n[0], x, h0, p[f"weight_ih{s}"],
-                                   p[f"weight_hh{s}"], y, lens, self._act)
+        self._kernels.rnn_backward(dx, dstate0[0], g[f"weight_ih{s}"], g[f"weight_hh{s}"], db,
+                                   self._scratch("dA", T, B, H), self._scratch("dhw", B, H), dy, dstate_n[0], x, h0,
+                                   p[f"weight_ih{s}"], p[f"weight_hh{s}"], y, lens, self._act)
         if self.bias:
             backends.add_into(g[f"bias_ih{s}"], db)
             backends.add_into(g[f"bias_hh{s}"], db)

@@ -9,6 +9,10 @@ over the whole sequence (no per-step Python). A class using this mixin provides:
 - ``_layer_forward(x, s, state0, state_n, keep, lens) -> (y, tape)`` and
   ``_layer_backward(tape, dy, s, dstate_n, dstate0) -> dx`` for layer-direction suffix ``s``, where state0,
   state_n, dstate_n, dstate0 are tuples of (B, n) arrays (state_n and dstate0 written by the call);
+  ``_layer_forward`` gets the arrays of its tape through ``_take`` (Module), which hands out the buffers of the tape
+  this forward dropped;
+- ``_tape_buffers(tape)``: the arrays of a layer tape that the layer allocated and nothing outside the tape holds
+  (not x, not the states), free for the next forward's tape;
 - ``_P``, the size of a direction's output.
 """
 import warnings
@@ -93,7 +97,9 @@ class _Stacked:
         lens = backends.to_device(self.device, _checks.lengths(lengths, B, T))
         masks = self._masks(dropout_masks, T, B)
         keep = is_grad_enabled()
-        self._tape = None               # arguments checked: the old tape goes before the new one is built (peak memory)
+        # arguments checked: the old tape goes before the new one is built (peak memory), its buffers reused
+        old, self._tape = self._tape, None
+        self._spare = [a for tape in (old[1] if old else ()) for a in self._tape_buffers(tape)]
         states_n = tuple(self._empty(L * D, B, n) for n in self._state_sizes)
         inp, tapes = x, []
         for layer in range(L):
@@ -116,6 +122,7 @@ class _Stacked:
             inp = out
         self._tape = (x, tapes, masks, lens) if keep else None
         self._last_masks = masks
+        self._spare = ()                # spare buffers no layer took are freed
         # the tape keeps its own y (a one-direction top layer's y is in its tape): user edits can't corrupt backward
         return (backends.copy(inp) if keep and D == 1 else inp), states_n
 

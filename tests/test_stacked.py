@@ -1,5 +1,6 @@
 """Stacked, bidirectional LSTM with dropout: against the oracle's composition (reference.stacked_lstm_*), against
 torch.nn.LSTM, finite differences, dropout's semantics, and bad arguments."""
+import contextlib
 import warnings
 
 import numpy as np
@@ -350,3 +351,50 @@ def test_device_arrays_in_and_out(device):
     assert backends.is_device_array(yd) == (device == "cuda") == backends.is_device_array(dxd)
     for a, b in ((y, yd), (h, hd), (dx, dxd), (dh0, dh0d)):
         np.testing.assert_array_equal(a, backends.to_host(b))
+
+
+_REUSE_MODELS = {
+    "lstm": lambda device: nblstm.LSTM(3, 4, num_layers=2, dtype=np.float64, seed=1, device=device),
+    "lstmp-bidirectional": lambda device: nblstm.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2,
+                                                      peephole=True, dtype=np.float64, seed=1, device=device),
+    "rnn-bidirectional": lambda device: nblstm.RNN(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, seed=1,
+                                                   device=device),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", sorted(_REUSE_MODELS))
+def test_reused_work_arrays_change_no_result(device, kind):
+    """A forward reuses the dropped tape's buffers and backward its scratch (nblstm._module.Module._take,
+    _scratch): a run of calls with changing shapes, no_grad forwards between, gives each call what a fresh model
+    gives, and leaves every array returned earlier as it was."""
+    model = _REUSE_MODELS[kind](device)
+    rng = np.random.default_rng(0)
+    kept = []                                       # (returned array, its value when returned)
+    for T, B, grad in ((4, 2, True), (4, 2, True), (3, 2, False), (4, 2, True), (5, 3, True), (4, 2, True)):
+        fresh = _REUSE_MODELS[kind](device)
+        x = rng.standard_normal((T, B, 3))
+        lengths = rng.integers(1, T + 1, B)
+        before = model._tape_buffers(model._tape[1][0])[0] if model._tape is not None else None
+        with contextlib.nullcontext() if grad else nblstm.no_grad():
+            y, state = model(x, lengths=lengths)
+            y_want, state_want = fresh(x, lengths=lengths)
+        np.testing.assert_array_equal(y, y_want)
+        for a, b in zip(state, state_want):
+            np.testing.assert_array_equal(a, b)
+        kept += [(y, y.copy())] + [(a, a.copy()) for a in state]
+        if grad:
+            if before is not None and before.shape[:2] == (T, B):      # the dropped tape's buffers, taken again
+                assert model._tape_buffers(model._tape[1][0])[0] is before
+            model.zero_grad()
+            dy = rng.standard_normal(y.shape)
+            dx, dstate = model.backward(dy)
+            dx_want, dstate_want = fresh.backward(dy)
+            np.testing.assert_array_equal(dx, dx_want)
+            for a, b in zip(dstate, dstate_want):
+                np.testing.assert_array_equal(a, b)
+            for k, g in _host_grads(model).items():
+                np.testing.assert_array_equal(g, _host_grads(fresh)[k], err_msg=k)
+            kept += [(dx, dx.copy())] + [(a, a.copy()) for a in dstate]
+    for a, value in kept:
+        np.testing.assert_array_equal(a, value)

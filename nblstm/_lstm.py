@@ -63,10 +63,8 @@ class _LSTMBase(Module):
         if self.bias:
             for s, _ in self._layer_inputs():
                 self._params[f"bias_ih{s}"][H:2 * H] += self.dtype.type(self.forget_bias)
-        if not isinstance(device, str) or device not in backends.TARGETS:
-            raise ValueError(f"device: expected one of {', '.join(map(repr, backends.TARGETS))}, got {device!r}")
         self._tape = None
-        self.to(device)
+        self.to(_checks.choice(device, "device", tuple(backends.TARGETS)))
 
     @property
     def _P(self):
@@ -76,13 +74,6 @@ class _LSTMBase(Module):
     def _layer_inputs(self):
         """(suffix, input size) of every layer-direction, in torch's parameter order; one for a cell."""
         return [(self._suffix, self.input_size)]
-
-    def _bias(self, s):
-        if not self.bias:
-            return backends.zeros(self.device, (4 * self.hidden_size,), self.dtype)
-        b = backends.copy(self._params[f"bias_ih{s}"])
-        backends.add_into(b, self._params[f"bias_hh{s}"])
-        return b
 
     def _peepholes(self, s):
         """(3, H): the rows w_ci, w_cf, w_co of layer-direction `s`, or zeros without peepholes (the same math)."""
@@ -105,7 +96,8 @@ class _LSTMBase(Module):
         (h0, c0), (h_n, c_n) = state0, state_n
         T, B, _ = x.shape
         H, P, p = self.hidden_size, self._P, self._params
-        y, G = self._take(T, B, P), self._take(T, B, 4 * H)
+        # the gates: in the tape, or (no tape) scratch kept for the next call
+        y, G = self._take(T, B, P), self._take(T, B, 4 * H) if keep else self._scratch("G", T, B, 4 * H)
         # without a tape: C two steps (c_t beside c_{t-1}), TC and M one (nblstm/kernels/cpu.py, first comment)
         C, TC = self._take(T if keep else min(T, 2), B, H), self._take(T if keep else 1, B, H)
         M = self._take(T if keep else 1, B, H) if self.proj_size else y

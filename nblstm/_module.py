@@ -67,6 +67,15 @@ class Module:
         for k, v in new.items():
             backends.copy_into(self._params[k], v)
 
+    def _bias(self, s):
+        """A recurrent layer's one bias vector, b_ih + b_hh of layer-direction `s` (zeros with ``bias=False``), as
+        the kernels take it: its length is that of weight_hh's rows (LSTM 4H, RNN H)."""
+        if not self.bias:
+            return backends.zeros(self.device, (self._params[f"weight_hh{s}"].shape[0],), self.dtype)
+        b = backends.copy(self._params[f"bias_ih{s}"])
+        backends.add_into(b, self._params[f"bias_hh{s}"])
+        return b
+
     def _empty(self, *shape):
         return backends.empty(self.device, shape, self.dtype)
 

@@ -82,20 +82,11 @@ class RNN(_SequenceIO, _Stacked, Module):
             if self.bias:
                 shapes.update({f"bias_ih{s}": (H,), f"bias_hh{s}": (H,)})
         self._init_params(shapes, np.random.default_rng(seed), 1.0 / math.sqrt(H))
-        if not isinstance(device, str) or device not in backends.TARGETS:
-            raise ValueError(f"device: expected one of {', '.join(map(repr, backends.TARGETS))}, got {device!r}")
         self._tape = None
-        self.to(device)
+        self.to(_checks.choice(device, "device", tuple(backends.TARGETS)))
 
     _P = property(lambda self: self.hidden_size)                    # the size of a direction's output
     _state_sizes = property(lambda self: (self.hidden_size,))       # h (., B, H)
-
-    def _bias(self, s):
-        if not self.bias:
-            return backends.zeros(self.device, (self.hidden_size,), self.dtype)
-        b = backends.copy(self._params[f"bias_ih{s}"])
-        backends.add_into(b, self._params[f"bias_hh{s}"])
-        return b
 
     def _layer_forward(self, x, s, state0, state_n, keep, lens):
         """Layer-direction `s` over x (T, B, I) from state0 = (h0 (B, H),): one kernel call; writes state_n = (h_n,)

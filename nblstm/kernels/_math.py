@@ -123,3 +123,72 @@ def adam_update(p, m, v, g, lr_bc1, beta1, beta1c, beta2, beta2c, weight_decay, 
     v = v * beta2 + beta2c * (g * g)
     denom = math.sqrt(v) / sqrt_bc2 + eps
     return p - lr_bc1 * (m / denom), m, v
+
+
+# Row functions of the loss and attention kernels: one row's arithmetic, written once for the CPU kernel (a loop over
+# rows) and the CUDA kernel (a thread per row) alike, so the two compute the same sums in the same order.
+
+@register_jitable
+def softmax_xent_row(loss, dz, z, y, w, scale, n):
+    """Row n of layers_cpu.softmax_xent: loss[n] = w_n (logsumexp(z[n]) - z[n, y[n]]), dz[n] = (softmax(z[n]) -
+    onehot(y[n])) w_n scale; w_n = 0 gives 0 (y[n] unread). The log-sum-exp subtracts the row maximum first: logits
+    of 1e4 are fine (tests/test_training_losses.py::test_cross_entropy_is_stable_for_huge_logits)."""
+    C = z.shape[1]
+    zero = z.dtype.type(0.0)
+    one = z.dtype.type(1.0)
+    wn = w[n] if w.shape[0] > 1 else w[0]
+    if wn == zero:
+        loss[n] = zero
+        for c in range(C):
+            dz[n, c] = zero
+        return
+    m = z[n, 0]
+    for c in range(1, C):
+        m = max(m, z[n, c])
+    s = zero
+    for c in range(C):
+        s += math.exp(z[n, c] - m)
+    lse = math.log(s)
+    yn = y[n]
+    for c in range(C):
+        p = math.exp(z[n, c] - m - lse)
+        g = p - one if c == yn else p
+        dz[n, c] = g * wn * scale
+    loss[n] = wn * (lse - (z[n, yn] - m))
+
+
+@register_jitable
+def masked_softmax_row(a, e, lengths, b):
+    """Row b of attention_cpu.masked_softmax: a[b] = softmax of e[b] over s < lengths[b] (the maximum subtracted
+    first), 0 on padding and for length 0."""
+    S = e.shape[1]
+    zero = e.dtype.type(0.0)
+    L = min(lengths[b], S)
+    m = e[b, 0]
+    for s in range(1, L):
+        m = max(m, e[b, s])
+    total = zero
+    for s in range(L):
+        p = math.exp(e[b, s] - m)
+        a[b, s] = p
+        total += p
+    for s in range(L):
+        a[b, s] /= total
+    for s in range(L, S):
+        a[b, s] = zero
+
+
+@register_jitable
+def masked_softmax_backward_row(de, da, a, lengths, b):
+    """Row b of attention_cpu.masked_softmax_backward: de[b] = a[b] (da[b] - sum_s a[b, s] da[b, s]) on
+    s < lengths[b], 0 on padding."""
+    S = a.shape[1]
+    zero = a.dtype.type(0.0)
+    L = min(lengths[b], S)
+    dot = zero
+    for s in range(L):
+        dot += a[b, s] * da[b, s]
+    for s in range(L):
+        de[b, s] = a[b, s] * (da[b, s] - dot)
+    for s in range(L, S):
+        de[b, s] = zero

@@ -7,8 +7,6 @@
 # (tests/test_attention.py::test_padding_gets_zero_attention_and_zero_gradient).
 # Backward kernels write the gradients of the step's own inputs (dq, da, de) and add into those of arrays shared by
 # all decoder steps (dkeys, dvalues, dv). The oracle is nblstm/reference_attention.py.
-import math
-
 import numba
 import numpy as np
 
@@ -89,37 +87,15 @@ def additive_score_backward(dq, dkeys, dv, de, P, v, lengths):
 @_jit
 def masked_softmax(a, e, lengths):
     """a (B, S) = softmax of e (B, S) over s < lengths[b] (the maximum subtracted first), 0 on padding and for length 0."""
-    B, S = e.shape
-    zero = e.dtype.type(0.0)
-    for b in range(B):
-        L = min(lengths[b], S)
-        m = e[b, 0]
-        for s in range(1, L):
-            m = max(m, e[b, s])
-        total = zero
-        for s in range(L):
-            a[b, s] = math.exp(e[b, s] - m)
-            total += a[b, s]
-        for s in range(L):
-            a[b, s] /= total
-        for s in range(L, S):
-            a[b, s] = zero
+    for b in range(e.shape[0]):
+        _math.masked_softmax_row(a, e, lengths, b)
 
 
 @_jit
 def masked_softmax_backward(de, da, a, lengths):
     """dL/da (B, S) in; writes de (B, S) = a (da - sum_s a da) on s < lengths[b], 0 on padding."""
-    B, S = a.shape
-    zero = a.dtype.type(0.0)
-    for b in range(B):
-        L = min(lengths[b], S)
-        dot = zero
-        for s in range(L):
-            dot += a[b, s] * da[b, s]
-        for s in range(L):
-            de[b, s] = a[b, s] * (da[b, s] - dot)
-        for s in range(L, S):
-            de[b, s] = zero
+    for b in range(a.shape[0]):
+        _math.masked_softmax_backward_row(de, da, a, lengths, b)
 
 
 @_jit

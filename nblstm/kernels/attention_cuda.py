@@ -5,16 +5,16 @@
 # never read, their scores and weights written 0, their gradients left untouched. Every kernel name is a launcher
 # (kernels/cuda.py's Launcher): called with its cpu twin's arguments it picks the grid, checks CUDA's limits and
 # launches. Each thread owns what it writes (a row, or a column of a row): no atomics, sums in a fixed order.
-import math
-
 from numba import cuda
 
 from . import _math
 from .cuda import Launcher, _launch, _pointwise, add_column_sums, gemm  # noqa: F401  (gemm, add_column_sums: used
 #                                                                           by nblstm._attention on this backend)
 
-# The scalar tanh of _math.py (float32: the rational approximation), compiled as a CUDA device function.
+# The scalar tanh of _math.py (float32: the rational approximation) and the softmax rows, as CUDA device functions.
 _tanh = cuda.jit(device=True)(_math.tanh)
+_masked_softmax_row = cuda.jit(device=True)(_math.masked_softmax_row)
+_masked_softmax_backward_row = cuda.jit(device=True)(_math.masked_softmax_backward_row)
 
 
 @_launch(lambda e, keys, q, lengths: _pointwise(e.shape[0] * e.shape[1]))
@@ -107,40 +107,17 @@ def additive_score_backward(dq, dkeys, dv, de, P, v, lengths):
 @_launch(lambda a, e, lengths: _pointwise(e.shape[0]))
 def masked_softmax(a, e, lengths):
     """a (B, S) = softmax of e (B, S) over s < lengths[b] (the maximum subtracted first), 0 on padding and for length 0."""
-    B, S = e.shape
     b = cuda.grid(1)                            # one thread per row: S is a sentence's length, not thousands
-    if b < B:
-        zero = e.dtype.type(0.0)
-        L = min(lengths[b], S)
-        m = e[b, 0]
-        for s in range(1, L):
-            m = max(m, e[b, s])
-        total = zero
-        for s in range(L):
-            p = math.exp(e[b, s] - m)
-            a[b, s] = p
-            total += p
-        for s in range(L):
-            a[b, s] /= total
-        for s in range(L, S):
-            a[b, s] = zero
+    if b < e.shape[0]:
+        _masked_softmax_row(a, e, lengths, b)
 
 
 @_launch(lambda de, da, a, lengths: _pointwise(a.shape[0]))
 def masked_softmax_backward(de, da, a, lengths):
     """dL/da (B, S) in; writes de (B, S) = a (da - sum_s a da) on s < lengths[b], 0 on padding."""
-    B, S = a.shape
     b = cuda.grid(1)                            # one thread per row
-    if b < B:
-        zero = a.dtype.type(0.0)
-        L = min(lengths[b], S)
-        dot = zero
-        for s in range(L):
-            dot += a[b, s] * da[b, s]
-        for s in range(L):
-            de[b, s] = a[b, s] * (da[b, s] - dot)
-        for s in range(L, S):
-            de[b, s] = zero
+    if b < a.shape[0]:
+        _masked_softmax_backward_row(de, da, a, lengths, b)
 
 
 @_launch(lambda ctx, a, values, lengths: _pointwise(ctx.shape[0] * ctx.shape[1]))

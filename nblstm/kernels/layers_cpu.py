@@ -8,8 +8,6 @@
 # On "cpu" nblstm's objects run the NumPy code of _layers.py, losses.py and optim.py (the reference: one BLAS call or
 # a few vectorized passes each); these kernels are the CPU side of the twin pairs, checked against that NumPy code and
 # against the cuda kernels (tests/test_layers_cuda.py).
-import math
-
 import numba
 import numpy as np
 
@@ -65,29 +63,8 @@ def embedding_backward(dw, dy, idx):
 def softmax_xent(loss, dz, z, y, w, scale):
     """Per row n: loss[n] = w_n (logsumexp(z[n]) - z[n, y[n]]), dz[n] = (softmax(z[n]) - onehot(y[n])) w_n scale; rows
     with w_n = 0 get 0 (y[n] unread)."""
-    N, C = z.shape
-    zero = z.dtype.type(0.0)
-    one = z.dtype.type(1.0)
-    for n in range(N):
-        wn = w[n] if w.shape[0] > 1 else w[0]
-        if wn == zero:
-            loss[n] = zero
-            for c in range(C):
-                dz[n, c] = zero
-            continue
-        m = z[n, 0]                             # log-sum-exp after subtracting the row maximum: logits of 1e4 are
-        for c in range(1, C):                   # fine (tests/test_training_losses.py::test_cross_entropy_is_stable...)
-            m = max(m, z[n, c])
-        s = zero
-        for c in range(C):
-            s += math.exp(z[n, c] - m)
-        lse = math.log(s)
-        yn = y[n]
-        for c in range(C):
-            p = math.exp(z[n, c] - m - lse)
-            g = p - one if c == yn else p
-            dz[n, c] = g * wn * scale
-        loss[n] = wn * (lse - (z[n, yn] - m))
+    for n in range(z.shape[0]):
+        _math.softmax_xent_row(loss, dz, z, y, w, scale, n)
 
 
 @_jit

@@ -7,8 +7,6 @@
 # scalars: a float32 kernel computes in float32, tests/test_ptx.py). Every kernel name is a launcher (kernels/cuda.py's
 # Launcher); linear_forward and linear_backward are host functions of launches, as lstm_forward. Each thread owns what
 # it writes: no atomics, sums in a fixed order (a run repeats bit for bit; the embedding's scatter-add as on CPU).
-import math
-
 from numba import cuda
 
 from . import _math
@@ -18,6 +16,7 @@ from .cuda import THREADS, Launcher, _launch, _pointwise, add_bias, add_column_s
 # The optimizers' element updates of _math.py, compiled as CUDA device functions (as kernels/cuda.py does the gates').
 _sgd_update = cuda.jit(device=True)(_math.sgd_update)
 _adam_update = cuda.jit(device=True)(_math.adam_update)
+_softmax_xent_row = cuda.jit(device=True)(_math.softmax_xent_row)
 
 
 def linear_forward(y, x, w, b):
@@ -66,30 +65,9 @@ def embedding_backward(dw, dy, idx):
 def softmax_xent(loss, dz, z, y, w, scale):
     """Per row n: loss[n] = w_n (logsumexp(z[n]) - z[n, y[n]]), dz[n] = (softmax(z[n]) - onehot(y[n])) w_n scale; rows
     with w_n = 0 get 0 (y[n] unread)."""
-    N, C = z.shape
     n = cuda.grid(1)                            # one thread per row: C classes in order
-    if n < N:
-        zero = z.dtype.type(0.0)
-        one = z.dtype.type(1.0)
-        wn = w[n] if w.shape[0] > 1 else w[0]
-        if wn == zero:
-            loss[n] = zero
-            for c in range(C):
-                dz[n, c] = zero
-            return
-        m = z[n, 0]                             # log-sum-exp after subtracting the row maximum
-        for c in range(1, C):
-            m = max(m, z[n, c])
-        s = zero
-        for c in range(C):
-            s += math.exp(z[n, c] - m)
-        lse = math.log(s)
-        yn = y[n]
-        for c in range(C):
-            p = math.exp(z[n, c] - m - lse)
-            g = p - one if c == yn else p
-            dz[n, c] = g * wn * scale
-        loss[n] = wn * (lse - (z[n, yn] - m))
+    if n < z.shape[0]:
+        _softmax_xent_row(loss, dz, z, y, w, scale, n)
 
 
 @_launch(lambda loss, dp, p, t, w, scale: _pointwise(p.shape[0]))

@@ -25,6 +25,15 @@ def test_bench_lstm_checks_then_times(extra):
     assert row and float(row.group(1)) < 1e-4, out
 
 
+def test_bench_steps_reports_time_and_page_faults_of_a_source(tmp_path):
+    """bench_steps.py imports nblstm from --source: a copy of the package elsewhere is the one it reports."""
+    import shutil
+    shutil.copytree(os.path.join(REPO, "nblstm"), tmp_path / "nblstm", ignore=shutil.ignore_patterns("__pycache__"))
+    out = _run("bench_steps.py", "--shapes", "5,2,3,4", "--source", str(tmp_path))
+    assert f"from {tmp_path}," in out, out
+    assert re.search(r"^\| 5, 2, 3, 4 \| [0-9.]+ \| [0-9]+ \|$", out, re.M), out
+
+
 def test_bench_padded_checks_against_torch_packed_sequences_then_times():
     pytest.importorskip("torch")
     out = _run("bench_padded.py", "--shapes", "6,4,3,5")

@@ -114,6 +114,10 @@ def _train(args):
         if getattr(args, k) is None:
             setattr(args, k, v)
     try:
+        if args.task == "dates" and (args.model != "lstm" or args.layers != 1):
+            raise ValueError(f"dates: --model {args.model} --layers {args.layers} does not apply: its model is a "
+                             "Seq2Seq (a one-layer bidirectional LSTM encoder and an attention decoder); leave both "
+                             "out")
         task, task_args = _make_task(args)
         fb = task.forget_bias if args.forget_bias is None else args.forget_bias
         factory = _cores()[args.model]

@@ -118,3 +118,10 @@ def test_gradcheck_command_every_option(capsys):
 def test_gradcheck_command_bad_configuration(capsys):
     assert main(["gradcheck", "--proj-size", "4"]) == 2
     assert "proj_size: expected an integer in 0..hidden_size - 1 = 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--model", "rnn"], ["--layers", "2"]])
+def test_train_dates_refuses_core_options_it_cannot_use(capsys, extra):
+    """dates trains a Seq2Seq whose encoder is fixed: --model / --layers would be ignored, so they are refused."""
+    assert main(["train", "dates", "--steps", "1", "--no-progress"] + extra) == 2
+    assert "train: dates: --model" in capsys.readouterr().err

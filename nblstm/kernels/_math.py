@@ -158,6 +158,21 @@ def softmax_xent_row(loss, dz, z, y, w, scale, n):
 
 
 @register_jitable
+def mse_row(loss, dp, p, t, w, scale, n):
+    """Row n of layers_cpu.mse: loss[n] = sum_k w (p - t)^2, dp[n, k] = 2 w (p - t) scale; w (N or 1, K or 1)
+    broadcast."""
+    two = p.dtype.type(2.0)
+    acc = p.dtype.type(0.0)
+    r = n if w.shape[0] > 1 else 0
+    for k in range(p.shape[1]):
+        wk = w[r, k] if w.shape[1] > 1 else w[r, 0]
+        d = p[n, k] - t[n, k]
+        acc += wk * d * d
+        dp[n, k] = two * wk * d * scale
+    loss[n] = acc
+
+
+@register_jitable
 def masked_softmax_row(a, e, lengths, b):
     """Row b of attention_cpu.masked_softmax: a[b] = softmax of e[b] over s < lengths[b] (the maximum subtracted
     first), 0 on padding and for length 0."""

@@ -70,18 +70,8 @@ def softmax_xent(loss, dz, z, y, w, scale):
 @_jit
 def mse(loss, dp, p, t, w, scale):
     """Per row n: loss[n] = sum_k w (p - t)^2, dp[n, k] = 2 w (p - t) scale; w (N or 1, K or 1) broadcast."""
-    N, K = p.shape
-    two = p.dtype.type(2.0)
-    zero = p.dtype.type(0.0)
-    for n in range(N):
-        r = n if w.shape[0] > 1 else 0
-        acc = zero
-        for k in range(K):
-            wk = w[r, k] if w.shape[1] > 1 else w[r, 0]
-            d = p[n, k] - t[n, k]
-            acc += wk * d * d
-            dp[n, k] = two * wk * d * scale
-        loss[n] = acc
+    for n in range(p.shape[0]):
+        _math.mse_row(loss, dp, p, t, w, scale, n)
 
 
 @_jit

@@ -17,6 +17,7 @@ from .cuda import THREADS, Launcher, _launch, _pointwise, add_bias, add_column_s
 _sgd_update = cuda.jit(device=True)(_math.sgd_update)
 _adam_update = cuda.jit(device=True)(_math.adam_update)
 _softmax_xent_row = cuda.jit(device=True)(_math.softmax_xent_row)
+_mse_row = cuda.jit(device=True)(_math.mse_row)
 
 
 def linear_forward(y, x, w, b):
@@ -73,18 +74,9 @@ def softmax_xent(loss, dz, z, y, w, scale):
 @_launch(lambda loss, dp, p, t, w, scale: _pointwise(p.shape[0]))
 def mse(loss, dp, p, t, w, scale):
     """Per row n: loss[n] = sum_k w (p - t)^2, dp[n, k] = 2 w (p - t) scale; w (N or 1, K or 1) broadcast."""
-    N, K = p.shape
     n = cuda.grid(1)                            # one thread per row: K is a few regression outputs
-    if n < N:
-        two = p.dtype.type(2.0)
-        acc = p.dtype.type(0.0)
-        r = n if w.shape[0] > 1 else 0
-        for k in range(K):
-            wk = w[r, k] if w.shape[1] > 1 else w[r, 0]
-            d = p[n, k] - t[n, k]
-            acc += wk * d * d
-            dp[n, k] = two * wk * d * scale
-        loss[n] = acc
+    if n < p.shape[0]:
+        _mse_row(loss, dp, p, t, w, scale, n)
 
 
 def _reduce_config(out, a, square):

@@ -45,6 +45,8 @@ def signature(kernel, dt):
         "peephole_grads": (a2, a3, a3, a2),
         "cell_forward": (a2, a2, a2, a2, a2, a2, a2, a2, n1, i, i),
         "cell_backward": (a2, a2, a2, a2, a2, a2, a2, n1, i, i),
+        "lstm_steps": (a3, a2, a3, a3, a3, a3, a2, a2, a2, a2, a2, n1, i),
+        "lstm_backward_steps": (a2, a2, a3, a3, a2, a3, a3, a3, a3, a2, a2, a2, a2, n1, i),
         "gemm": (a2, a2, a2, i, i, i),
         "add_bias": (a2, a1),
         "add": (a2, a2),

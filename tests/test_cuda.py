@@ -95,6 +95,67 @@ def test_gemm_matches_numpy(M, N, Kd, trans_a, trans_b, accumulate, dtype, seed)
     testing.assert_close(K.to_host(C), want, dtype, "C")
 
 
+def _run_layer(K, p, act, keep):
+    """lstm_forward then (with keep) lstm_backward of test_kernels' problem p on cuda -> every output, on the host,
+    and the names of the kernels launched."""
+    T, B, _ = p["x"].shape
+    P, H = p["w_hh"].shape[1], p["c0"].shape[1]
+    dt = p["x"].dtype
+    d = lambda a: K.to_device(a)  # noqa: E731
+    e = lambda *s: K.empty(s, dt)  # noqa: E731
+    n = T if keep else 1
+    proj = P < H
+    y, h_n, c_n, G = e(T, B, P), e(B, P), e(B, H), e(T, B, 4 * H)
+    C, TC = e(T if keep else min(T, 2), B, H), e(n, B, H)
+    M = e(n, B, H) if proj else y
+    x, h0, c0, w_ih, w_hh, wp, w_hr, lengths = (d(p[k]) for k in ("x", "h0", "c0", "w_ih", "w_hh", "wp", "w_hr",
+                                                                  "lengths"))
+    launched = []
+    real = K.Launcher.__call__
+
+    def spy(self, *args):
+        launched.append(self.__name__)
+        return real(self, *args)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(K.Launcher, "__call__", spy)
+        K.lstm_forward(y, h_n, c_n, G, C, TC, M, e(B, 4 * H), x, h0, c0, w_ih, w_hh, d(p["b_ih"] + p["b_hh"]), wp,
+                       w_hr, lengths, act)
+        out = {"y": y, "h_n": h_n, "c_n": c_n}
+        if keep:
+            r = lambda s, k: d(testing.random_array(s, dt, 50 + k))  # noqa: E731
+            z = lambda *s: K.zeros(s, dt)  # noqa: E731
+            grads = dict(dx=e(T, B, p["x"].shape[2]), dh0=e(B, P), dc0=e(B, H), dw_ih=z(4 * H, p["x"].shape[2]),
+                         dw_hh=z(4 * H, P), db=z(4 * H), dwp=z(3, H), dw_hr=z(*p["w_hr"].shape))
+            scratch = [e(T, B, 4 * H), e(T if proj else 0, B, P), e(B if proj else 0, H), e(B, P)]
+            K.lstm_backward(*grads.values(), *scratch, r((T, B, P), 0), r((B, P), 1), r((B, H), 2), x, h0, c0, w_ih,
+                            w_hh, wp, w_hr, G, C, TC, M, y, lengths, act)
+            out.update(grads)
+    return {k: K.to_host(v) for k, v in out.items()}, launched
+
+
+@needs_cuda
+@given(testing.lstm_shapes(3, 3, 3, 4), testing.float_dtypes(), st.sampled_from([0, 1]), testing.variants(),
+       st.booleans(), testing.seeds())
+def test_persistent_kernels_equal_the_launch_per_step_loop(shape, dtype, act, variant, keep, seed):
+    """lstm_steps / lstm_backward_steps (one launch for the whole time loop, used for small B * H) give exactly the
+    numbers of the loop of per-step launches, for every option (peepholes, a projection, lengths, no tape); each path
+    runs what it should (the persistent one no per-step kernel)."""
+    from test_kernels import _problem
+    K = backends.kernels("cuda")
+    p = _problem(*shape, dtype, seed % 2**31, **variant)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(K, "PERSISTENT_MAX_UNITS", 0)
+        looped, loop_kernels = _run_layer(K, p, act, keep)
+    persistent, persistent_kernels = _run_layer(K, p, act, keep)
+    per_step = {"cell_forward", "cell_backward", "copy_running_rows"}
+    assert "cell_forward" in loop_kernels and "lstm_steps" not in loop_kernels
+    assert "lstm_steps" in persistent_kernels and not per_step & set(persistent_kernels)
+    assert ("lstm_backward_steps" in persistent_kernels) == keep
+    for name, want in looped.items():
+        np.testing.assert_array_equal(persistent[name], want, err_msg=name)
+
+
 @needs_cuda
 def test_launch_limits(K):
     K.check_launch("k", (1,), (1,))

@@ -94,33 +94,60 @@ def _pointwise(n):
     return (max(1, (n + block - 1) // block),), (block,)
 
 
+@cuda.jit(device=True)
+def _forward_unit(G, c, tc, m, h, hw, c_prev, wp, lengths, t, act, b, j):
+    """cell_forward's work for unit j of sequence b (also a step of lstm_steps)."""
+    H = c.shape[1]
+    one = G.dtype.type(1.0)
+    zero = G.dtype.type(0.0)
+    if t >= lengths[b]:                         # finished: the cell state is carried, m (hence y) is zero
+        c[b, j] = c_prev[b, j]
+        tc[b, j] = zero
+        m[b, j] = zero
+        return
+    i, f, g, o, cn, tcn, hn = _unit_forward(
+        G[b, j] + hw[b, j], G[b, H + j] + hw[b, H + j],
+        G[b, 2 * H + j] + hw[b, 2 * H + j], G[b, 3 * H + j] + hw[b, 3 * H + j],
+        c_prev[b, j], wp[0, j], wp[1, j], wp[2, j], act, one, zero)
+    G[b, j] = i
+    G[b, H + j] = f
+    G[b, 2 * H + j] = g
+    G[b, 3 * H + j] = o
+    c[b, j] = cn
+    tc[b, j] = tcn
+    m[b, j] = hn
+    h[b, j] = hn
+
+
 @_launch(lambda G, c, tc, m, h, hw, c_prev, wp, lengths, t, act: _pointwise(c.shape[0] * c.shape[1]))
 def cell_forward(G, c, tc, m, h, hw, c_prev, wp, lengths, t, act):
     """Pointwise step: G (B, 4H) pre-activations minus h@w_hh^T (= hw) in, activations out; writes c, act(c), m, h."""
     B, H = c.shape
     k = cuda.grid(1)                            # one thread per unit (b, j)
     if k < B * H:
-        b = k // H
-        j = k - b * H
-        one = G.dtype.type(1.0)
-        zero = G.dtype.type(0.0)
-        if t >= lengths[b]:                     # finished: the cell state is carried, m (hence y) is zero
-            c[b, j] = c_prev[b, j]
-            tc[b, j] = zero
-            m[b, j] = zero
-            return
-        i, f, g, o, cn, tcn, hn = _unit_forward(
-            G[b, j] + hw[b, j], G[b, H + j] + hw[b, H + j],
-            G[b, 2 * H + j] + hw[b, 2 * H + j], G[b, 3 * H + j] + hw[b, 3 * H + j],
-            c_prev[b, j], wp[0, j], wp[1, j], wp[2, j], act, one, zero)
-        G[b, j] = i
-        G[b, H + j] = f
-        G[b, 2 * H + j] = g
-        G[b, 3 * H + j] = o
-        c[b, j] = cn
-        tc[b, j] = tcn
-        m[b, j] = hn
-        h[b, j] = hn
+        _forward_unit(G, c, tc, m, h, hw, c_prev, wp, lengths, t, act, k // H, k % H)
+
+
+@cuda.jit(device=True)
+def _backward_unit(dG, dc, dm, G, c_prev, tc, wp, lengths, t, act, b, j):
+    """cell_backward's work for unit j of sequence b (also a step of lstm_backward_steps)."""
+    H = dc.shape[1]
+    one = G.dtype.type(1.0)
+    zero = G.dtype.type(0.0)
+    if t >= lengths[b]:                         # finished: no gate gradient, dL/dc passes through
+        dG[b, j] = zero
+        dG[b, H + j] = zero
+        dG[b, 2 * H + j] = zero
+        dG[b, 3 * H + j] = zero
+        return
+    dai, daf, dag, dao, dcp = _unit_backward(
+        dm[b, j], dc[b, j], G[b, j], G[b, H + j], G[b, 2 * H + j], G[b, 3 * H + j],
+        c_prev[b, j], tc[b, j], wp[0, j], wp[1, j], wp[2, j], act, one, zero)
+    dG[b, j] = dai
+    dG[b, H + j] = daf
+    dG[b, 2 * H + j] = dag
+    dG[b, 3 * H + j] = dao
+    dc[b, j] = dcp
 
 
 @_launch(lambda dG, dc, dm, G, c_prev, tc, wp, lengths, t, act: _pointwise(dc.shape[0] * dc.shape[1]))
@@ -129,24 +156,7 @@ def cell_backward(dG, dc, dm, G, c_prev, tc, wp, lengths, t, act):
     B, H = dc.shape
     k = cuda.grid(1)
     if k < B * H:
-        b = k // H
-        j = k - b * H
-        one = G.dtype.type(1.0)
-        zero = G.dtype.type(0.0)
-        if t >= lengths[b]:                     # finished: no gate gradient, dL/dc passes through
-            dG[b, j] = zero
-            dG[b, H + j] = zero
-            dG[b, 2 * H + j] = zero
-            dG[b, 3 * H + j] = zero
-            return
-        dai, daf, dag, dao, dcp = _unit_backward(
-            dm[b, j], dc[b, j], G[b, j], G[b, H + j], G[b, 2 * H + j], G[b, 3 * H + j],
-            c_prev[b, j], tc[b, j], wp[0, j], wp[1, j], wp[2, j], act, one, zero)
-        dG[b, j] = dai
-        dG[b, H + j] = daf
-        dG[b, 2 * H + j] = dag
-        dG[b, 3 * H + j] = dao
-        dc[b, j] = dcp
+        _backward_unit(dG, dc, dm, G, c_prev, tc, wp, lengths, t, act, k // H, k % H)
 
 
 @_launch(lambda out, a, lengths, t, accumulate: _pointwise(out.shape[0] * out.shape[1]))
@@ -182,6 +192,101 @@ def peephole_grads(dwp, dG, C, c0):
         dwp[2, j] += so
 
 
+# Persistent kernels (Diamos et al. 2016, "Persistent RNNs"): for a small batch, one block runs every step of the
+# sequence, the steps separated by cuda.syncthreads(), instead of 2-4 launches per step (a GEMM, the pointwise step,
+# the projection). The weights stay where the hardware caches them (L1/L2): they are read, not held in shared memory
+# or registers. Each product is summed in the order of the tiled gemm (k ascending), so these give the same numbers as
+# the launch-per-step loop (tests/test_cuda.py::test_persistent_kernels_equal_the_launch_per_step_loop).
+# Used when B * H <= PERSISTENT_MAX_UNITS (a module attribute, read at each call; tests set it to 0 to run the loop).
+# The threshold is a guess, not a measurement: no GPU has run these kernels yet (issue #7's notes).
+PERSISTENT_MAX_UNITS = 1024
+
+
+@cuda.jit(device=True)
+def _dot_row(a, r, w, k, trans):
+    """sum over p of a[r, p] * w[k, p] (w[p, k] when trans), p ascending: an element of a @ w^T (a @ w), summed as the
+    tiled gemm sums it."""
+    acc = a.dtype.type(0.0)
+    for p in range(a.shape[1]):
+        acc += a[r, p] * (w[p, k] if trans else w[k, p])
+    return acc
+
+
+def _one_block(n):
+    """(grid, block): one block of n threads, at most MAX_THREADS_PER_BLOCK, a multiple of the warp size (32)."""
+    return (1,), (min(MAX_THREADS_PER_BLOCK, max(32, (n + 31) // 32 * 32)),)
+
+
+@_launch(lambda y, h_n, G, C, TC, M, hw, c0, w_hh, w_hr, wp, lengths, act: _one_block(G.shape[1] * G.shape[2]))
+def lstm_steps(y, h_n, G, C, TC, M, hw, c0, w_hh, w_hr, wp, lengths, act):
+    """lstm_forward's time loop in one block: G (T, B, 4H) holding the input products, h_n (B, P) = h_0 in; writes y,
+    h_n, G, C, TC, M as the loop of launches; hw (B, 4H) scratch."""
+    T, B, H4 = G.shape
+    H = H4 // 4
+    P = h_n.shape[1]
+    nC, nT, nM = C.shape[0], TC.shape[0], M.shape[0]
+    proj = w_hr.shape[0] > 0
+    tid = cuda.threadIdx.x
+    n = cuda.blockDim.x
+    for t in range(T):
+        for u in range(tid, B * H4, n):         # hw = h_{t-1} @ w_hh^T; a thread reads a row of w_hh
+            b = u // H4
+            hw[b, u - b * H4] = _dot_row(h_n, b, w_hh, u - b * H4, False)
+        cuda.syncthreads()
+        c_prev = c0 if t == 0 else C[(t - 1) % nC]
+        m = M[t % nM] if proj else y[t]         # without a projection m is h_t, y[t] itself
+        for u in range(tid, B * H, n):          # the pointwise step; without a projection m and h_n are h_t
+            _forward_unit(G[t], C[t % nC], TC[t % nT], m, m if proj else h_n, hw, c_prev, wp, lengths, t, act,
+                          u // H, u % H)
+        cuda.syncthreads()
+        if proj:                                # h_t = m w_hr^T into y, and the running state of running rows
+            for u in range(tid, B * P, n):
+                b = u // P
+                q = u - b * P
+                acc = _dot_row(m, b, w_hr, q, False)
+                y[t, b, q] = acc
+                if t < lengths[b]:
+                    h_n[b, q] = acc
+            cuda.syncthreads()
+
+
+@_launch(lambda dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, lengths, act:
+         _one_block(dG.shape[1] * dG.shape[2]))
+def lstm_backward_steps(dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, lengths, act):
+    """lstm_backward's time loop in one block: dh (B, P), dc (B, H) dL/dh_T, dL/dc_T in, dL/dh_0, dL/dc_0 out; writes dG
+    (T, B, 4H), and dH (T, B, P) with dm (B, H) scratch with a projection, as the loop of launches."""
+    T, B, H4 = dG.shape
+    H = H4 // 4
+    P = dh.shape[1]
+    proj = w_hr.shape[0] > 0
+    tid = cuda.threadIdx.x
+    n = cuda.blockDim.x
+    for t in range(T - 1, -1, -1):
+        for u in range(tid, B * P, n):          # dL/dh_t += dy_t for the running sequences
+            b = u // P
+            q = u - b * P
+            if t < lengths[b]:
+                dh[b, q] += dy[t, b, q]
+            if proj:
+                dH[t, b, q] = dh[b, q]
+        cuda.syncthreads()
+        if proj:                                # dL/dm_t = dL/dh_t @ w_hr
+            for u in range(tid, B * H, n):
+                b = u // H
+                dm[b, u - b * H] = _dot_row(dh, b, w_hr, u - b * H, True)
+            cuda.syncthreads()
+        c_prev = c0 if t == 0 else C[t - 1]
+        for u in range(tid, B * H, n):
+            _backward_unit(dG[t], dc, dm if proj else dh, G[t], c_prev, TC[t], wp, lengths, t, act, u // H, u % H)
+        cuda.syncthreads()
+        for u in range(tid, B * P, n):          # dL/dh_{t-1} = dG_t @ w_hh for the running sequences
+            b = u // P
+            q = u - b * P
+            if t < lengths[b]:
+                dh[b, q] = _dot_row(dG[t], b, w_hh, q, True)
+        cuda.syncthreads()
+
+
 def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, act):
     """One layer over a sequence: writes y (T, B, P), h_n (B, P), c_n (B, H) and the tape G, C, TC, M; hw (B, 4H) is scratch."""
     # Host loop of launches on one stream: x, weights, states and tape stay on the device; nothing is copied to the
@@ -194,6 +299,10 @@ def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_h
     gemm(G2, x.reshape(T * B, I), w_ih, 0, 1, 0)    # the input product of all steps: one GEMM
     add_bias(G2, b)
     h_n.copy_to_device(h0)                      # h_n carries the running state (device-to-device copy)
+    if B * H <= PERSISTENT_MAX_UNITS:           # small: the whole loop in one launch
+        lstm_steps(y, h_n, G, C, TC, M, hw, c0, w_hh, w_hr, wp, lengths, act)
+        c_n.copy_to_device(C[(T - 1) % nC])
+        return
     for t in range(T):
         c_prev = c0 if t == 0 else C[(t - 1) % nC]
         gemm(hw, h_n, w_hh, 0, 1, 0)            # recurrent product h_{t-1} @ w_hh^T
@@ -217,17 +326,20 @@ def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, d
     proj = w_hr.shape[0] > 0
     dh0.copy_to_device(dh_n)                    # dh0, dc0 carry dL/dh_t, dL/dc_t back through time
     dc0.copy_to_device(dc_n)
-    for t in range(T - 1, -1, -1):
-        copy_running_rows(dh0, dy[t], lengths, t, 1)
-        c_prev = c0 if t == 0 else C[t - 1]
-        if proj:                                # dL/dm_t = dL/dh_t @ w_hr
-            dH[t].copy_to_device(dh0)
-            gemm(dm, dh0, w_hr, 0, 0, 0)
-            cell_backward(dG[t], dc0, dm, G[t], c_prev, TC[t], wp, lengths, t, act)
-        else:
-            cell_backward(dG[t], dc0, dh0, G[t], c_prev, TC[t], wp, lengths, t, act)
-        gemm(dhw, dG[t], w_hh, 0, 0, 0)         # dL/dh_{t-1} = dG_t @ w_hh for the running sequences;
-        copy_running_rows(dh0, dhw, lengths, t, 0)  # a frozen state passes it through
+    if B * H <= PERSISTENT_MAX_UNITS:           # small: the whole loop in one launch
+        lstm_backward_steps(dh0, dc0, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, lengths, act)
+    else:
+        for t in range(T - 1, -1, -1):
+            copy_running_rows(dh0, dy[t], lengths, t, 1)
+            c_prev = c0 if t == 0 else C[t - 1]
+            if proj:                                # dL/dm_t = dL/dh_t @ w_hr
+                dH[t].copy_to_device(dh0)
+                gemm(dm, dh0, w_hr, 0, 0, 0)
+                cell_backward(dG[t], dc0, dm, G[t], c_prev, TC[t], wp, lengths, t, act)
+            else:
+                cell_backward(dG[t], dc0, dh0, G[t], c_prev, TC[t], wp, lengths, t, act)
+            gemm(dhw, dG[t], w_hh, 0, 0, 0)         # dL/dh_{t-1} = dG_t @ w_hh for the running sequences;
+            copy_running_rows(dh0, dhw, lengths, t, 0)  # a frozen state passes it through
     # Weight gradients batched over all steps after the loop, as on CPU.
     dG2 = dG.reshape(T * B, 4 * H)
     gemm(dx.reshape(T * B, I), dG2, w_ih, 0, 0, 0)
@@ -406,8 +518,8 @@ def mul(out, a, m):
 
 
 # Every kernel, in file order: the PTX check (tests/test_ptx.py) compiles each for float32 and float64.
-KERNELS = (cell_forward, cell_backward, copy_running_rows, peephole_grads, copy_steps, rnn_cell_forward,
-           rnn_cell_backward, gemm, add_bias, add, add_column_sums, mul)
+KERNELS = (cell_forward, cell_backward, copy_running_rows, peephole_grads, lstm_steps, lstm_backward_steps,
+           copy_steps, rnn_cell_forward, rnn_cell_backward, gemm, add_bias, add, add_column_sums, mul)
 
 
 # Arrays on the device; nblstm.backends calls these for device="cuda".

@@ -10,7 +10,9 @@ that both give the same outputs and gradients, then times after a warm-up the me
 with inputs, weights and outputs on the GPU on both sides (nblstm gets device arrays, so nothing comes back to
 the host) and a device synchronize before each clock read. FLOPs counted are the GEMMs only: forward
 2*T*B*4H*(I+H), forward + backward three times that. Default shapes: the CPU benchmark's (bench_lstm.py) and
-larger ones, batch 1 to 256, hidden 128 to 1024.
+larger ones, batch 1 to 256, hidden 128 to 1024. Where B * H <= nblstm.kernels.cuda.PERSISTENT_MAX_UNITS (nblstm runs
+the persistent one-launch time loop), "loop f+b" is nblstm's f+b again with the launch-per-step loop, to show what
+the persistent kernels gain (or lose: their threshold is a guess until this has run).
 """
 import argparse
 import os
@@ -66,7 +68,7 @@ def main(argv=None):
     print(f"# GPU {torch.cuda.get_device_name(0)}; torch {torch.__version__} cuDNN {torch.backends.cudnn.version()}; "
           f"nblstm GEMM tile {K.TILE}x{K.TILE}; float32; median of {args.repeats}")
     print(f"{'T':>5} {'B':>4} {'I':>5} {'H':>5}  {'nblstm fwd':>11} {'torch fwd':>10} {'nblstm f+b':>11} "
-          f"{'torch f+b':>10}  {'nb GFLOP/s f+b':>14} {'torch/nb f+b':>12}")
+          f"{'torch f+b':>10}  {'nb GFLOP/s f+b':>14} {'torch/nb f+b':>12} {'loop f+b':>10}")
 
     def timed(fn, sync):
         for _ in range(2 if args.quick else 5):
@@ -123,10 +125,17 @@ def main(argv=None):
             out.backward(tdy)
 
         nf, nfb = timed(nb_fwd, cuda.synchronize), timed(nb_fb, cuda.synchronize)
+        loop = "-"
+        if B * H <= K.PERSISTENT_MAX_UNITS:     # the same with the launch-per-step loop
+            saved, K.PERSISTENT_MAX_UNITS = K.PERSISTENT_MAX_UNITS, 0
+            try:
+                loop = f"{timed(nb_fb, cuda.synchronize) * 1e3:.2f}ms"
+            finally:
+                K.PERSISTENT_MAX_UNITS = saved
         tf, tfb = timed(t_fwd, torch.cuda.synchronize), timed(t_fb, torch.cuda.synchronize)
         gflop = 3 * 2 * T * B * 4 * H * (I + H) / 1e9
         print(f"{T:>5} {B:>4} {I:>5} {H:>5}  {nf * 1e3:>9.2f}ms {tf * 1e3:>8.2f}ms {nfb * 1e3:>9.2f}ms "
-              f"{tfb * 1e3:>8.2f}ms  {gflop / nfb:>14.1f} {nfb / tfb:>11.1f}x", flush=True)
+              f"{tfb * 1e3:>8.2f}ms  {gflop / nfb:>14.1f} {nfb / tfb:>11.1f}x {loop:>10}", flush=True)
 
 
 if __name__ == "__main__":

@@ -213,8 +213,10 @@ def _dot_row(a, r, w, k, trans):
 
 
 def _one_block(n):
-    """(grid, block): one block of n threads, at most MAX_THREADS_PER_BLOCK, a multiple of the warp size (32)."""
-    return (1,), (min(MAX_THREADS_PER_BLOCK, max(32, (n + 31) // 32 * 32)),)
+    """(grid, block): one block of n threads, at most THREADS, a multiple of the warp size (32). Not more: a block of
+    1024 threads fails to launch on a GPU when the kernel needs more than 64 registers per thread (65536 per block),
+    which only ptxas knows; 256 threads launch with any register count (at most 255 per thread)."""
+    return (1,), (min(THREADS, max(32, (n + 31) // 32 * 32)),)
 
 
 @_launch(lambda y, h_n, G, C, TC, M, hw, c0, w_hh, w_hr, wp, lengths, act: _one_block(G.shape[1] * G.shape[2]))

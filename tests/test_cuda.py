@@ -136,18 +136,22 @@ def _run_layer(K, p, act, keep):
 
 @needs_cuda
 @given(testing.lstm_shapes(3, 3, 3, 4), testing.float_dtypes(), st.sampled_from([0, 1]), testing.variants(),
-       st.booleans(), testing.seeds())
-def test_persistent_kernels_equal_the_launch_per_step_loop(shape, dtype, act, variant, keep, seed):
+       st.booleans(), st.sampled_from([3, 256]), testing.seeds())
+def test_persistent_kernels_equal_the_launch_per_step_loop(shape, dtype, act, variant, keep, threads, seed):
     """lstm_steps / lstm_backward_steps (one launch for the whole time loop, used for small B * H) give exactly the
     numbers of the loop of per-step launches, for every option (peepholes, a projection, lengths, no tape); each path
-    runs what it should (the persistent one no per-step kernel)."""
+    runs what it should (the persistent one no per-step kernel). With a block of 3 threads every thread loops over
+    several units in each phase of a step."""
     from test_kernels import _problem
     K = backends.kernels("cuda")
     p = _problem(*shape, dtype, seed % 2**31, **variant)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(K, "PERSISTENT_MAX_UNITS", 0)
         looped, loop_kernels = _run_layer(K, p, act, keep)
-    persistent, persistent_kernels = _run_layer(K, p, act, keep)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(K, "THREADS", threads)
+        assert K._one_block(48) == ((1,), (min(threads, 64),))
+        persistent, persistent_kernels = _run_layer(K, p, act, keep)
     per_step = {"cell_forward", "cell_backward", "copy_running_rows"}
     assert "cell_forward" in loop_kernels and "lstm_steps" not in loop_kernels
     assert "lstm_steps" in persistent_kernels and not per_step & set(persistent_kernels)

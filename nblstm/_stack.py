@@ -101,19 +101,20 @@ class _Stacked:
         old, self._tape = self._tape, None
         self._spare = [a for tape in (old[1] if old else ()) for a in self._tape_buffers(tape)]
         states_n = tuple(self._empty(L * D, B, n) for n in self._state_sizes)
+        suffixes = [s for s, _ in self._layer_inputs()]
         inp, tapes = x, []
         for layer in range(L):
             if layer and masks is not None:
                 inp = backends.multiply(inp, masks[layer - 1])
             out = self._empty(T, B, D * P) if D == 2 else None
             for d in range(D):
-                k, s = layer * D + d, f"_l{layer}" + ("_reverse" if d else "")
+                k = layer * D + d
                 xin = inp
                 if d:                               # the reverse direction reads each sequence from its end back
                     xin = self._empty(*inp.shape)
                     backends.copy_steps(xin, inp, reverse=True, lengths=lens)
-                y, tape = self._layer_forward(xin, s, tuple(a[k] for a in states0), tuple(a[k] for a in states_n),
-                                              keep, lens)
+                y, tape = self._layer_forward(xin, suffixes[k], tuple(a[k] for a in states0),
+                                              tuple(a[k] for a in states_n), keep, lens)
                 tapes.append(tape)
                 if D == 1:
                     out = y
@@ -133,16 +134,17 @@ class _Stacked:
         T, B = x.shape[:2]
         L, D, P = self.num_layers, self._D, self._P
         dstates0 = tuple(self._empty(L * D, B, n) for n in self._state_sizes)
+        suffixes = [s for s, _ in self._layer_inputs()]
         dout = dy
         for layer in reversed(range(L)):            # top layer first
             dinp = None
             for d in range(D):
-                k, s = layer * D + d, f"_l{layer}" + ("_reverse" if d else "")
+                k = layer * D + d
                 dyd = dout
                 if D == 2:                          # this direction's part of dL/dy, in its own time order
                     dyd = self._empty(T, B, P)
                     backends.copy_steps(dyd, dout, a_col=d * P, n=P, reverse=bool(d), lengths=lens)
-                dx = self._layer_backward(tapes[k], dyd, s, tuple(a[k] for a in dstates_n),
+                dx = self._layer_backward(tapes[k], dyd, suffixes[k], tuple(a[k] for a in dstates_n),
                                           tuple(a[k] for a in dstates0))
                 if d == 0:
                     dinp = dx

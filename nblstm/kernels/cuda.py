@@ -303,18 +303,17 @@ def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_h
     h_n.copy_to_device(h0)                      # h_n carries the running state (device-to-device copy)
     if B * H <= PERSISTENT_MAX_UNITS:           # small: the whole loop in one launch
         lstm_steps(y, h_n, G, C, TC, M, hw, c0, w_hh, w_hr, wp, lengths, act)
-        c_n.copy_to_device(C[(T - 1) % nC])
-        return
-    for t in range(T):
-        c_prev = c0 if t == 0 else C[(t - 1) % nC]
-        gemm(hw, h_n, w_hh, 0, 1, 0)            # recurrent product h_{t-1} @ w_hh^T
-        if proj:                                # m to the tape, then h_t = m w_hr^T, the running state of running rows
-            m = M[t % nM]                       # (the pointwise step's h, unused, goes to m too)
-            cell_forward(G[t], C[t % nC], TC[t % nT], m, m, hw, c_prev, wp, lengths, t, act)
-            gemm(y[t], m, w_hr, 0, 1, 0)
-            copy_running_rows(h_n, y[t], lengths, t, 0)
-        else:                                   # m is h_t: into y and the running state
-            cell_forward(G[t], C[t % nC], TC[t % nT], y[t], h_n, hw, c_prev, wp, lengths, t, act)
+    else:
+        for t in range(T):
+            c_prev = c0 if t == 0 else C[(t - 1) % nC]
+            gemm(hw, h_n, w_hh, 0, 1, 0)            # recurrent product h_{t-1} @ w_hh^T
+            if proj:                                # m to the tape, then h_t = m w_hr^T, the running state of
+                m = M[t % nM]                       # running rows (the pointwise step's h, unused, goes to m too)
+                cell_forward(G[t], C[t % nC], TC[t % nT], m, m, hw, c_prev, wp, lengths, t, act)
+                gemm(y[t], m, w_hr, 0, 1, 0)
+                copy_running_rows(h_n, y[t], lengths, t, 0)
+            else:                                   # m is h_t: into y and the running state
+                cell_forward(G[t], C[t % nC], TC[t % nT], y[t], h_n, hw, c_prev, wp, lengths, t, act)
     c_n.copy_to_device(C[(T - 1) % nC])         # finished rows carried their state to the last step
 
 

@@ -12,7 +12,9 @@ the host) and a device synchronize before each clock read. FLOPs counted are the
 2*T*B*4H*(I+H), forward + backward three times that. Default shapes: the CPU benchmark's (bench_lstm.py) and
 larger ones, batch 1 to 256, hidden 128 to 1024. Where B * H <= nblstm.kernels.cuda.PERSISTENT_MAX_UNITS (nblstm runs
 the persistent one-launch time loop), "loop f+b" is nblstm's f+b again with the launch-per-step loop, to show what
-the persistent kernels gain (or lose: their threshold is a guess until this has run).
+the persistent kernels gain (or lose). cuDNN's float32 RNN multiplies in TF32 by default on Ampere and later GPUs
+(about 3e-4 relative error, beyond float32's tolerance): torch runs with torch.backends.cudnn.allow_tf32 = False for
+the check and the torch columns, and "torch tf32 f+b" is its f+b with TF32 on. "torch/nb f+b" > 1: nblstm is faster.
 """
 import argparse
 import os
@@ -53,6 +55,7 @@ def main(argv=None):
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a source checkout
     import nblstm
+    import nblstm.testing
     from nblstm import backends
 
     try:
@@ -65,10 +68,13 @@ def main(argv=None):
     from numba import cuda
 
     dev = torch.device("cuda")
+    # cuDNN's float32 RNN uses TF32 tensor cores by default on Ampere and later (10-bit mantissa products): off for
+    # the check and the main columns, so both sides compute in float32; the TF32 f+b gets a column of its own.
+    torch.backends.cudnn.allow_tf32 = False
     print(f"# GPU {torch.cuda.get_device_name(0)}; torch {torch.__version__} cuDNN {torch.backends.cudnn.version()}; "
           f"nblstm GEMM tile {K.TILE}x{K.TILE}; float32; median of {args.repeats}")
     print(f"{'T':>5} {'B':>4} {'I':>5} {'H':>5}  {'nblstm fwd':>11} {'torch fwd':>10} {'nblstm f+b':>11} "
-          f"{'torch f+b':>10}  {'nb GFLOP/s f+b':>14} {'torch/nb f+b':>12} {'loop f+b':>10}")
+          f"{'torch f+b':>10}  {'nb GFLOP/s f+b':>14} {'torch/nb f+b':>12} {'loop f+b':>10} {'torch tf32 f+b':>14}")
 
     def timed(fn, sync):
         for _ in range(2 if args.quick else 5):
@@ -133,9 +139,15 @@ def main(argv=None):
             finally:
                 K.PERSISTENT_MAX_UNITS = saved
         tf, tfb = timed(t_fwd, torch.cuda.synchronize), timed(t_fb, torch.cuda.synchronize)
+        torch.backends.cudnn.allow_tf32 = True
+        try:
+            tfb32 = timed(t_fb, torch.cuda.synchronize)
+        finally:
+            torch.backends.cudnn.allow_tf32 = False
         gflop = 3 * 2 * T * B * 4 * H * (I + H) / 1e9
         print(f"{T:>5} {B:>4} {I:>5} {H:>5}  {nf * 1e3:>9.2f}ms {tf * 1e3:>8.2f}ms {nfb * 1e3:>9.2f}ms "
-              f"{tfb * 1e3:>8.2f}ms  {gflop / nfb:>14.1f} {nfb / tfb:>11.1f}x {loop:>10}", flush=True)
+              f"{tfb * 1e3:>8.2f}ms  {gflop / nfb:>14.1f} {tfb / nfb:>11.2f}x {loop:>10} {tfb32 * 1e3:>12.2f}ms",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def signature(kernel, dt):
         "cell_backward": (a2, a2, a2, a2, a2, a2, a2, n1, i, i),
         "lstm_steps": (a3, a2, a3, a3, a3, a3, a2, a2, a2, a2, a2, n1, i),
         "lstm_backward_steps": (a2, a2, a3, a3, a2, a3, a3, a3, a3, a2, a2, a2, a2, n1, i),
+        "transpose": (a2, a2),
         "gemm": (a2, a2, a2, i, i, i),
         "add_bias": (a2, a1),
         "add": (a2, a2),

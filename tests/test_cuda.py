@@ -150,7 +150,8 @@ def test_persistent_kernels_equal_the_launch_per_step_loop(shape, dtype, act, va
         looped, loop_kernels = _run_layer(K, p, act, keep)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(K, "THREADS", threads)
-        assert K._one_block(48) == ((1,), (min(threads, 64),))
+        block = min(threads, 64)
+        assert K._grid(48) == (((48 + block - 1) // block,), (block,))
         persistent, persistent_kernels = _run_layer(K, p, act, keep)
     per_step = {"cell_forward", "cell_backward", "copy_running_rows"}
     assert "cell_forward" in loop_kernels and "lstm_steps" not in loop_kernels
@@ -203,7 +204,8 @@ def test_launchers_refuse_mixed_dtypes(K):
 @needs_cuda
 def test_time_loop_stays_on_device(K, monkeypatch):
     """lstm_forward / lstm_backward copy nothing to or from the host: every step is a launch on device arrays (here
-    with every option: peepholes, a projection, lengths)."""
+    with every option: peepholes, a projection, lengths). The only allocations are the persistent forward's
+    transposed weights, before its one launch."""
     T, B, I, H, P = 3, 2, 2, 3, 2
     r = lambda *s: K.to_device(testing.random_array(s, np.float64, sum(s)))  # noqa: E731
     e = lambda *s: K.empty(s, np.float64)  # noqa: E731
@@ -220,13 +222,20 @@ def test_time_loop_stays_on_device(K, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("host copy inside the time loop")
 
+    allocated, device_array = [], K.cuda.device_array
+
+    def spy(shape, dtype):
+        allocated.append(tuple(shape))
+        return device_array(shape, dtype)
+
     with monkeypatch.context() as m:
         m.setattr(type(y), "copy_to_host", boom)
         m.setattr(K.cuda, "to_device", boom)
-        m.setattr(K.cuda, "device_array", boom)
+        m.setattr(K.cuda, "device_array", spy)
         K.lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, 0)
         K.lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, *scratch, dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh,
                         wp, w_hr, G, C, TC, M, y, lengths, 0)
+    assert allocated == [(P, 4 * H), (H, P)]
     y = K.to_host(y)
     assert np.isfinite(y).all() and np.abs(y).max() > 0 and not y[1:, 1].any()    # sequence 1 ended after step 0
     assert all(np.abs(K.to_host(g)).max() > 0 for g in (dw_ih, dwp, dw_hr))

@@ -77,8 +77,12 @@ class Launcher:
         self.config = config
         self.shared_bytes = shared_bytes
 
+    def launch_config(self, args):
+        """(grid, block) of a launch with args."""
+        return self.config(*args)
+
     def __call__(self, *args):
-        grid, block = self.config(*args)
+        grid, block = self.launch_config(args)
         check_launch(self.__name__, grid, block, self.shared_bytes(*args))
         _check_dtypes(self.__name__, args)
         self.kernel[grid, block](*args)
@@ -192,77 +196,168 @@ def peephole_grads(dwp, dG, C, c0):
         dwp[2, j] += so
 
 
-# Persistent kernels (Diamos et al. 2016, "Persistent RNNs"): for a small batch, one block runs every step of the
-# sequence, the steps separated by cuda.syncthreads(), instead of 2-4 launches per step (a GEMM, the pointwise step,
-# the projection). The weights stay where the hardware caches them (L1/L2): they are read, not held in shared memory
-# or registers. Each product is summed in the order of the tiled gemm (k ascending), so these give the same numbers as
-# the launch-per-step loop (tests/test_cuda.py::test_persistent_kernels_equal_the_launch_per_step_loop).
+# Persistent kernels (Diamos et al. 2016, "Persistent RNNs"): one launch runs every step of the sequence, the steps'
+# phases separated by a grid-wide barrier (cooperative groups: cuda.cg.this_grid().sync()), instead of 2-4 launches
+# per step (a GEMM, the pointwise step, the projection), each of which costs tens of microseconds of Python in
+# numba-cuda. The grid is as large as the work, at most the blocks the GPU can keep resident at once (a cooperative
+# launch needs them all running); the simulator runs cooperative grids of one block only, so there it is one block.
+# The weights stay where the hardware caches them (L1/L2): they are read, not held in shared memory or registers.
+# A thread sums a product for ROWS batch rows at once, so each weight it reads serves ROWS rows; every sum runs in the
+# order of the tiled gemm (k ascending), so these give the same numbers as the launch-per-step loop
+# (tests/test_cuda.py::test_persistent_kernels_equal_the_launch_per_step_loop). The forward reads w_hh and w_hr
+# transposed (copies made per call), so that consecutive threads read consecutive addresses.
 # Used when B * H <= PERSISTENT_MAX_UNITS (a module attribute, read at each call; tests set it to 0 to run the loop).
-# The threshold is a guess, not a measurement: no GPU has run these kernels yet (issue #7's notes).
-PERSISTENT_MAX_UNITS = 1024
+PERSISTENT_MAX_UNITS = 1 << 18
+ROWS = 4                                    # batch rows per thread in the persistent kernels' products
 
 
 @cuda.jit(device=True)
-def _dot_row(a, r, w, k, trans):
-    """sum over p of a[r, p] * w[k, p] (w[p, k] when trans), p ascending: an element of a @ w^T (a @ w), summed as the
-    tiled gemm sums it."""
-    acc = a.dtype.type(0.0)
-    for p in range(a.shape[1]):
-        acc += a[r, p] * (w[p, k] if trans else w[k, p])
-    return acc
+def _acc8(s, a, r, p, w0, w1, w2, w3, w4, w5, w6, w7):
+    """s + a[r, p] * w0 + ... + a[r, p + 7] * w7, added left to right."""
+    s += a[r, p] * w0
+    s += a[r, p + 1] * w1
+    s += a[r, p + 2] * w2
+    s += a[r, p + 3] * w3
+    s += a[r, p + 4] * w4
+    s += a[r, p + 5] * w5
+    s += a[r, p + 6] * w6
+    s += a[r, p + 7] * w7
+    return s
 
 
-def _one_block(n):
-    """(grid, block): one block of n threads, at most THREADS, a multiple of the warp size (32). Not more: a block of
-    1024 threads fails to launch on a GPU when the kernel needs more than 64 registers per thread (65536 per block),
-    which only ptxas knows; 256 threads launch with any register count (at most 255 per thread)."""
-    return (1,), (min(THREADS, max(32, (n + 31) // 32 * 32)),)
+@cuda.jit(device=True)
+def _dot_rows(a, b0, w, k):
+    """The sums over p of a[b0 + i, p] * w[p, k] for i = 0..3, p ascending: elements of a @ w, summed as the tiled
+    gemm sums them. Rows past the end of a repeat its last row (callers store only rows that exist). Eight steps of
+    p at a time: their loads do not wait on the sums, so eight (w) and 32 (a) loads are in flight together instead
+    of one chain of dependent loads (a step's time was the memory latency times the length of p)."""
+    last = a.shape[0] - 1
+    r0, r1, r2, r3 = min(b0, last), min(b0 + 1, last), min(b0 + 2, last), min(b0 + 3, last)
+    s0 = s1 = s2 = s3 = a.dtype.type(0.0)
+    K = a.shape[1]
+    p = 0
+    while p + 8 <= K:
+        w0, w1, w2, w3 = w[p, k], w[p + 1, k], w[p + 2, k], w[p + 3, k]
+        w4, w5, w6, w7 = w[p + 4, k], w[p + 5, k], w[p + 6, k], w[p + 7, k]
+        s0 = _acc8(s0, a, r0, p, w0, w1, w2, w3, w4, w5, w6, w7)
+        s1 = _acc8(s1, a, r1, p, w0, w1, w2, w3, w4, w5, w6, w7)
+        s2 = _acc8(s2, a, r2, p, w0, w1, w2, w3, w4, w5, w6, w7)
+        s3 = _acc8(s3, a, r3, p, w0, w1, w2, w3, w4, w5, w6, w7)
+        p += 8
+    while p < K:
+        wv = w[p, k]
+        s0 += a[r0, p] * wv
+        s1 += a[r1, p] * wv
+        s2 += a[r2, p] * wv
+        s3 += a[r3, p] * wv
+        p += 1
+    return s0, s1, s2, s3
 
 
-@_launch(lambda y, h_n, G, C, TC, M, hw, c0, w_hh, w_hr, wp, lengths, act: _one_block(G.shape[1] * G.shape[2]))
-def lstm_steps(y, h_n, G, C, TC, M, hw, c0, w_hh, w_hr, wp, lengths, act):
-    """lstm_forward's time loop in one block: G (T, B, 4H) holding the input products, h_n (B, P) = h_0 in; writes y,
-    h_n, G, C, TC, M as the loop of launches; hw (B, 4H) scratch."""
+@cuda.jit(device=True)
+def _product_rows(a, w, u, N):
+    """Unit u of a product a @ w with N columns: (b0, k, the sums of rows b0 .. b0 + 3 of column k) (_dot_rows)."""
+    g = u // N
+    k = u - g * N
+    return g * ROWS, k, _dot_rows(a, g * ROWS, w, k)
+
+
+@cuda.jit(device=True)
+def _put_rows(out, b0, k, s, lengths, t, running_only):
+    """out[b0 + i, k] = s[i] for i = 0..3, the rows that exist (and, when running_only, whose sequences still run at
+    step t)."""
+    for i in range(ROWS):
+        b = b0 + i
+        if b < out.shape[0] and (not running_only or t < lengths[b]):
+            out[b, k] = s[i]
+
+
+def _row_groups(B):
+    return (B + ROWS - 1) // ROWS
+
+
+def _grid(n):
+    """(grid, block) for n units of work (grid-stride loops): blocks of at most THREADS threads, a multiple of the
+    warp size (32). Not more: a block of 1024 threads fails to launch on a GPU when the kernel needs more than 64
+    registers per thread (65536 per block), which only ptxas knows; 256 threads launch with any register count (at
+    most 255 per thread). CooperativeLauncher caps the grid at what stays resident."""
+    block = min(THREADS, max(32, (n + 31) // 32 * 32))
+    return ((n + block - 1) // block,), (block,)
+
+
+class CooperativeLauncher(Launcher):
+    """A Launcher for kernels that synchronize the whole grid: the grid is capped at the blocks the GPU can keep
+    resident at once for this kernel (numba-cuda's max_cooperative_grid_blocks, cached per argument types and block
+    size; numba-cuda launches such kernels cooperatively), and at one block on the simulator."""
+
+    def __init__(self, fn, config):
+        super().__init__(fn, config)
+        self._max_blocks = {}
+
+    def launch_config(self, args):
+        grid, block = self.config(*args)
+        if config.ENABLE_CUDASIM:
+            return (1,), block
+        key = (tuple(self.kernel.typeof_pyval(a) for a in args), block[0])
+        if key not in self._max_blocks:
+            self._max_blocks[key] = self.kernel.compile(key[0]).max_cooperative_grid_blocks(block[0])
+        return (max(1, min(grid[0], self._max_blocks[key])),), block
+
+
+def _steps_config(y, h_n, G, C, TC, M, hw, c0, w_hhT, w_hrT, wp, lengths, act):
+    T, B, H4 = G.shape
+    return _grid(max(_row_groups(B) * H4, B * H4 // 4, B * h_n.shape[1]))
+
+
+@functools.partial(CooperativeLauncher, config=_steps_config)
+def lstm_steps(y, h_n, G, C, TC, M, hw, c0, w_hhT, w_hrT, wp, lengths, act):
+    """lstm_forward's time loop in one launch: G (T, B, 4H) holding the input products, h_n (B, P) = h_0 in; writes
+    y, h_n, G, C, TC, M as the loop of launches; hw (B, 4H) scratch; w_hhT (P, 4H), w_hrT (H, P) the transposes."""
     T, B, H4 = G.shape
     H = H4 // 4
     P = h_n.shape[1]
     nC, nT, nM = C.shape[0], TC.shape[0], M.shape[0]
-    proj = w_hr.shape[0] > 0
-    tid = cuda.threadIdx.x
-    n = cuda.blockDim.x
+    proj = w_hrT.shape[1] > 0
+    nbg = (B + ROWS - 1) // ROWS                # groups of ROWS batch rows
+    grid = cuda.cg.this_grid()
+    tid = cuda.grid(1)
+    n = cuda.gridsize(1)
     for t in range(T):
-        for u in range(tid, B * H4, n):         # hw = h_{t-1} @ w_hh^T; a thread reads a row of w_hh
-            b = u // H4
-            hw[b, u - b * H4] = _dot_row(h_n, b, w_hh, u - b * H4, False)
-        cuda.syncthreads()
+        for u in range(tid, nbg * H4, n):    # hw = h_{t-1} @ w_hh^T
+            b0, k, s = _product_rows(h_n, w_hhT, u, H4)
+            _put_rows(hw, b0, k, s, lengths, t, False)
+        grid.sync()
         c_prev = c0 if t == 0 else C[(t - 1) % nC]
         m = M[t % nM] if proj else y[t]         # without a projection m is h_t, y[t] itself
         for u in range(tid, B * H, n):          # the pointwise step; without a projection m and h_n are h_t
             _forward_unit(G[t], C[t % nC], TC[t % nT], m, m if proj else h_n, hw, c_prev, wp, lengths, t, act,
                           u // H, u % H)
-        cuda.syncthreads()
+        grid.sync()
         if proj:                                # h_t = m w_hr^T into y, and the running state of running rows
-            for u in range(tid, B * P, n):
-                b = u // P
-                q = u - b * P
-                acc = _dot_row(m, b, w_hr, q, False)
-                y[t, b, q] = acc
-                if t < lengths[b]:
-                    h_n[b, q] = acc
-            cuda.syncthreads()
+            for u in range(tid, nbg * P, n):
+                b0, q, s = _product_rows(m, w_hrT, u, P)
+                _put_rows(y[t], b0, q, s, lengths, t, False)
+                _put_rows(h_n, b0, q, s, lengths, t, True)
+            grid.sync()
 
 
-@_launch(lambda dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, lengths, act:
-         _one_block(dG.shape[1] * dG.shape[2]))
+def _backward_steps_config(dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, lengths, act):
+    T, B, H4 = dG.shape
+    return _grid(max(B * dh.shape[1], B * H4 // 4, _row_groups(B) * max(dh.shape[1], H4 // 4)))
+
+
+@functools.partial(CooperativeLauncher, config=_backward_steps_config)
 def lstm_backward_steps(dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, lengths, act):
-    """lstm_backward's time loop in one block: dh (B, P), dc (B, H) dL/dh_T, dL/dc_T in, dL/dh_0, dL/dc_0 out; writes dG
-    (T, B, 4H), and dH (T, B, P) with dm (B, H) scratch with a projection, as the loop of launches."""
+    """lstm_backward's time loop in one launch: dh (B, P), dc (B, H) dL/dh_T, dL/dc_T in, dL/dh_0, dL/dc_0 out; writes
+    dG (T, B, 4H), and dH (T, B, P) with dm (B, H) scratch with a projection, as the loop of launches."""
     T, B, H4 = dG.shape
     H = H4 // 4
     P = dh.shape[1]
     proj = w_hr.shape[0] > 0
-    tid = cuda.threadIdx.x
-    n = cuda.blockDim.x
+    nbg = (B + ROWS - 1) // ROWS                # groups of ROWS batch rows
+    grid = cuda.cg.this_grid()
+    tid = cuda.grid(1)
+    n = cuda.gridsize(1)
     for t in range(T - 1, -1, -1):
         for u in range(tid, B * P, n):          # dL/dh_t += dy_t for the running sequences
             b = u // P
@@ -271,22 +366,29 @@ def lstm_backward_steps(dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, le
                 dh[b, q] += dy[t, b, q]
             if proj:
                 dH[t, b, q] = dh[b, q]
-        cuda.syncthreads()
+        grid.sync()
         if proj:                                # dL/dm_t = dL/dh_t @ w_hr
-            for u in range(tid, B * H, n):
-                b = u // H
-                dm[b, u - b * H] = _dot_row(dh, b, w_hr, u - b * H, True)
-            cuda.syncthreads()
+            for u in range(tid, nbg * H, n):
+                b0, j, s = _product_rows(dh, w_hr, u, H)
+                _put_rows(dm, b0, j, s, lengths, t, False)
+            grid.sync()
         c_prev = c0 if t == 0 else C[t - 1]
         for u in range(tid, B * H, n):
             _backward_unit(dG[t], dc, dm if proj else dh, G[t], c_prev, TC[t], wp, lengths, t, act, u // H, u % H)
-        cuda.syncthreads()
-        for u in range(tid, B * P, n):          # dL/dh_{t-1} = dG_t @ w_hh for the running sequences
-            b = u // P
-            q = u - b * P
-            if t < lengths[b]:
-                dh[b, q] = _dot_row(dG[t], b, w_hh, q, True)
-        cuda.syncthreads()
+        grid.sync()
+        for u in range(tid, nbg * P, n):     # dL/dh_{t-1} = dG_t @ w_hh for the running sequences
+            b0, q, s = _product_rows(dG[t], w_hh, u, P)
+            _put_rows(dh, b0, q, s, lengths, t, True)
+        grid.sync()
+
+
+@_launch(lambda out, a: _pointwise(a.shape[0] * a.shape[1]))
+def transpose(out, a):
+    """out (N, M) = a (M, N) transposed."""
+    M, N = a.shape
+    k = cuda.grid(1)
+    if k < M * N:
+        out[k % N, k // N] = a[k // N, k % N]
 
 
 def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, act):
@@ -301,8 +403,12 @@ def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_h
     gemm(G2, x.reshape(T * B, I), w_ih, 0, 1, 0)    # the input product of all steps: one GEMM
     add_bias(G2, b)
     h_n.copy_to_device(h0)                      # h_n carries the running state (device-to-device copy)
-    if B * H <= PERSISTENT_MAX_UNITS:           # small: the whole loop in one launch
-        lstm_steps(y, h_n, G, C, TC, M, hw, c0, w_hh, w_hr, wp, lengths, act)
+    if B * H <= PERSISTENT_MAX_UNITS:           # the whole loop in one launch, reading the weights transposed
+        w_hhT, w_hrT = empty(w_hh.shape[::-1], w_hh.dtype), empty(w_hr.shape[::-1], w_hr.dtype)
+        transpose(w_hhT, w_hh)
+        if proj:
+            transpose(w_hrT, w_hr)
+        lstm_steps(y, h_n, G, C, TC, M, hw, c0, w_hhT, w_hrT, wp, lengths, act)
     else:
         for t in range(T):
             c_prev = c0 if t == 0 else C[(t - 1) % nC]
@@ -327,7 +433,7 @@ def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, d
     proj = w_hr.shape[0] > 0
     dh0.copy_to_device(dh_n)                    # dh0, dc0 carry dL/dh_t, dL/dc_t back through time
     dc0.copy_to_device(dc_n)
-    if B * H <= PERSISTENT_MAX_UNITS:           # small: the whole loop in one launch
+    if B * H <= PERSISTENT_MAX_UNITS:           # the whole loop in one launch
         lstm_backward_steps(dh0, dc0, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, lengths, act)
     else:
         for t in range(T - 1, -1, -1):
@@ -520,7 +626,7 @@ def mul(out, a, m):
 
 # Every kernel, in file order: the PTX check (tests/test_ptx.py) compiles each for float32 and float64.
 KERNELS = (cell_forward, cell_backward, copy_running_rows, peephole_grads, lstm_steps, lstm_backward_steps,
-           copy_steps, rnn_cell_forward, rnn_cell_backward, gemm, add_bias, add, add_column_sums, mul)
+           transpose, copy_steps, rnn_cell_forward, rnn_cell_backward, gemm, add_bias, add, add_column_sums, mul)
 
 
 # Arrays on the device; nblstm.backends calls these for device="cuda".

@@ -72,7 +72,7 @@ def main(argv=None):
     # the check and the main columns, so both sides compute in float32; the TF32 f+b gets a column of its own.
     torch.backends.cudnn.allow_tf32 = False
     print(f"# GPU {torch.cuda.get_device_name(0)}; torch {torch.__version__} cuDNN {torch.backends.cudnn.version()}; "
-          f"nblstm GEMM tile {K.TILE}x{K.TILE}; float32; median of {args.repeats}")
+          f"nblstm GEMM tile {K.GEMM_TILE}x{K.GEMM_TILE}; float32; median of {args.repeats}")
     print(f"{'T':>5} {'B':>4} {'I':>5} {'H':>5}  {'nblstm fwd':>11} {'torch fwd':>10} {'nblstm f+b':>11} "
           f"{'torch f+b':>10}  {'nb GFLOP/s f+b':>14} {'torch/nb f+b':>12} {'loop f+b':>10} {'torch tf32 f+b':>14}")
 

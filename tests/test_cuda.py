@@ -184,7 +184,7 @@ def test_launchers_check_limits_before_launching(K):
     """Arrays too large for a grid are refused by name before the (permissive) simulator would run them."""
     fake = lambda *shape: types.SimpleNamespace(shape=shape, dtype=np.dtype(np.float32))  # noqa: E731
     with pytest.raises(ValueError, match=r"gemm: grid size \d+ along axis y exceeds CUDA's limit 65535"):
-        K.gemm(fake(1, 65536 * K.TILE), fake(1, 3), fake(65536 * K.TILE, 3), 0, 1, 0)
+        K.gemm(fake(1, 65536 * K.GEMM_TILE), fake(1, 3), fake(65536 * K.GEMM_TILE, 3), 0, 1, 0)
     huge = 2**31 * K.THREADS
     with pytest.raises(ValueError, match=r"cell_forward: grid size \d+ along axis x exceeds"):
         K.cell_forward(fake(1, 4 * huge), fake(1, huge), fake(1, huge), fake(1, huge), fake(1, huge),

@@ -24,7 +24,9 @@ _act_grad = cuda.jit(device=True)(_math.act_grad)
 # Python thread per CUDA thread, so it gets 4 x 4 tiles (tests stay fast, and shapes 1..5 cross tile edges); the PTX
 # check and real GPUs compile 16 x 16.
 TILE = 4 if config.ENABLE_CUDASIM else 16
-TILE_PAD = TILE + 1                         # shared tiles get one extra column against bank conflicts; a global
+GEMM_RB = 2 if config.ENABLE_CUDASIM else 4     # gemm: each thread computes GEMM_RB x GEMM_RB elements of C
+GEMM_TILE = TILE * GEMM_RB                  # gemm: the edge of C's tile per block (8 on the simulator: tests cross it)
+GEMM_TILE_PAD = GEMM_TILE + 1               # shared tiles get one extra column against bank conflicts; a global
 #                                             constant: shared.array needs a compile-time shape (tests/test_ptx.py)
 THREADS = 256                               # threads per block of the pointwise kernels
 
@@ -542,46 +544,63 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh
 
 def _gemm_config(C, A, B, trans_a, trans_b, accumulate):
     M, N = C.shape                              # rows along grid x (limit 2^31 - 1): M = T*B can be large
-    return ((M + TILE - 1) // TILE, (N + TILE - 1) // TILE), (TILE, TILE)
+    return ((M + GEMM_TILE - 1) // GEMM_TILE, (N + GEMM_TILE - 1) // GEMM_TILE), (TILE, TILE)
 
 
-@_launch(_gemm_config, lambda C, *args: 2 * TILE * TILE_PAD * C.dtype.itemsize)
+@_launch(_gemm_config, lambda C, *args: 2 * TILE * (GEMM_TILE + 1) * C.dtype.itemsize)
 def gemm(C, A, B, trans_a, trans_b, accumulate):
     """C (M, N) = op(A) @ op(B), plus C when accumulate; op(X) = X.T when trans_x, else X (tiled, shared memory)."""
+    # A block of TILE x TILE threads computes a GEMM_TILE x GEMM_TILE tile of C: thread (tx, ty) the RB x RB elements
+    # of rows ty + TILE * i and columns tx + TILE * j, so each pair of shared-memory reads feeds RB * RB / 2 products
+    # (one product per read pair with one element per thread). Every element is still one sum over k ascending.
     M, N = C.shape
     K = A.shape[0] if trans_a else A.shape[1]
-    # sa[i, k] = op(A)[r0 + i, k0 + k], sb[k, j] = op(B)[k0 + k, c0 + j]
-    sa = cuda.shared.array((TILE, TILE_PAD), dtype=C.dtype)
-    sb = cuda.shared.array((TILE, TILE_PAD), dtype=C.dtype)
+    # sa[k, i] = op(A)[r0 + i, k0 + k], sb[k, j] = op(B)[k0 + k, c0 + j]
+    sa = cuda.shared.array((TILE, GEMM_TILE_PAD), dtype=C.dtype)
+    sb = cuda.shared.array((TILE, GEMM_TILE_PAD), dtype=C.dtype)
+    acc = cuda.local.array((GEMM_RB, GEMM_RB), dtype=C.dtype)
+    av = cuda.local.array(GEMM_RB, dtype=C.dtype)
+    bv = cuda.local.array(GEMM_RB, dtype=C.dtype)
     zero = C.dtype.type(0.0)
     tx = cuda.threadIdx.x                       # fastest-varying: consecutive threads read consecutive addresses
     ty = cuda.threadIdx.y
-    r0 = cuda.blockIdx.x * TILE
-    c0 = cuda.blockIdx.y * TILE
-    acc = zero
+    r0 = cuda.blockIdx.x * GEMM_TILE
+    c0 = cuda.blockIdx.y * GEMM_TILE
+    for i in range(GEMM_RB):
+        for j in range(GEMM_RB):
+            acc[i, j] = zero
     for k0 in range(0, K, TILE):
-        if trans_a:                             # A (K, M): read along M, store transposed
-            k, r = k0 + ty, r0 + tx
-            sa[tx, ty] = A[k, r] if k < K and r < M else zero
-        else:                                   # A (M, K): read along K
-            r, k = r0 + ty, k0 + tx
-            sa[ty, tx] = A[r, k] if r < M and k < K else zero
-        if trans_b:                             # B (N, K): read along K, store transposed
-            n, k = c0 + ty, k0 + tx
-            sb[tx, ty] = B[n, k] if n < N and k < K else zero
-        else:                                   # B (K, N): read along N
-            k, n = k0 + ty, c0 + tx
-            sb[ty, tx] = B[k, n] if k < K and n < N else zero
+        for i in range(GEMM_RB):
+            if trans_a:                         # A (K, M): read along M
+                k, r = k0 + ty, r0 + tx + TILE * i
+                sa[ty, tx + TILE * i] = A[k, r] if k < K and r < M else zero
+            else:                               # A (M, K): read along K
+                r, k = r0 + ty + TILE * i, k0 + tx
+                sa[tx, ty + TILE * i] = A[r, k] if r < M and k < K else zero
+            if trans_b:                         # B (N, K): read along K
+                n, k = c0 + ty + TILE * i, k0 + tx
+                sb[tx, ty + TILE * i] = B[n, k] if n < N and k < K else zero
+            else:                               # B (K, N): read along N
+                k, n = k0 + ty, c0 + tx + TILE * i
+                sb[ty, tx + TILE * i] = B[k, n] if k < K and n < N else zero
         cuda.syncthreads()
         for kk in range(TILE):
-            acc += sa[ty, kk] * sb[kk, tx]
+            for i in range(GEMM_RB):
+                av[i] = sa[kk, ty + TILE * i]
+                bv[i] = sb[kk, tx + TILE * i]
+            for i in range(GEMM_RB):
+                for j in range(GEMM_RB):
+                    acc[i, j] += av[i] * bv[j]
         cuda.syncthreads()
-    r, n = r0 + ty, c0 + tx
-    if r < M and n < N:
-        if accumulate:
-            C[r, n] += acc
-        else:
-            C[r, n] = acc
+    for i in range(GEMM_RB):
+        r = r0 + ty + TILE * i
+        for j in range(GEMM_RB):
+            n = c0 + tx + TILE * j
+            if r < M and n < N:
+                if accumulate:
+                    C[r, n] += acc[i, j]
+                else:
+                    C[r, n] = acc[i, j]
 
 
 @_launch(lambda G, b: _pointwise(G.shape[0] * G.shape[1]))

@@ -15,6 +15,8 @@ the persistent one-launch time loop), "loop f+b" is nblstm's f+b again with the 
 the persistent kernels gain (or lose). cuDNN's float32 RNN multiplies in TF32 by default on Ampere and later GPUs
 (about 3e-4 relative error, beyond float32's tolerance): torch runs with torch.backends.cudnn.allow_tf32 = False for
 the check and the torch columns, and "torch tf32 f+b" is its f+b with TF32 on. "torch/nb f+b" > 1: nblstm is faster.
+The last column times the forward's input product (T*B, I) @ w_ih^T alone: nblstm's gemm kernel and torch's matmul
+(cuBLAS, TF32 off), in TFLOP/s.
 """
 import argparse
 import os
@@ -71,10 +73,12 @@ def main(argv=None):
     # cuDNN's float32 RNN uses TF32 tensor cores by default on Ampere and later (10-bit mantissa products): off for
     # the check and the main columns, so both sides compute in float32; the TF32 f+b gets a column of its own.
     torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     print(f"# GPU {torch.cuda.get_device_name(0)}; torch {torch.__version__} cuDNN {torch.backends.cudnn.version()}; "
           f"nblstm GEMM tile {K.GEMM_TILE}x{K.GEMM_TILE}; float32; median of {args.repeats}")
     print(f"{'T':>5} {'B':>4} {'I':>5} {'H':>5}  {'nblstm fwd':>11} {'torch fwd':>10} {'nblstm f+b':>11} "
-          f"{'torch f+b':>10}  {'nb GFLOP/s f+b':>14} {'torch/nb f+b':>12} {'loop f+b':>10} {'torch tf32 f+b':>14}")
+          f"{'torch f+b':>10}  {'nb GFLOP/s f+b':>14} {'torch/nb f+b':>12} {'loop f+b':>10} {'torch tf32 f+b':>14} "
+          f"{'GEMM TFLOP/s nb/torch':>21}")
 
     def timed(fn, sync):
         for _ in range(2 if args.quick else 5):
@@ -144,9 +148,16 @@ def main(argv=None):
             tfb32 = timed(t_fb, torch.cuda.synchronize)
         finally:
             torch.backends.cudnn.allow_tf32 = False
+        # the input product of all steps, (T*B, I) @ w_ih^T, alone: nblstm's gemm and torch's (cuBLAS) matmul
+        G2, w_ih = cuda.device_array((T * B, 4 * H), np.float32), ours.parameters()["weight_ih_l0"]
+        tw = dict(ref.named_parameters())["weight_ih_l0"].detach()
+        tg = timed(lambda: K.gemm(G2, dx_.reshape(T * B, I), w_ih, 0, 1, 0), cuda.synchronize)
+        tt = timed(lambda: tx.detach().reshape(T * B, I) @ tw.T, torch.cuda.synchronize)
+        tflop = 2 * T * B * 4 * H * I / 1e12
         gflop = 3 * 2 * T * B * 4 * H * (I + H) / 1e9
         print(f"{T:>5} {B:>4} {I:>5} {H:>5}  {nf * 1e3:>9.2f}ms {tf * 1e3:>8.2f}ms {nfb * 1e3:>9.2f}ms "
-              f"{tfb * 1e3:>8.2f}ms  {gflop / nfb:>14.1f} {tfb / nfb:>11.2f}x {loop:>10} {tfb32 * 1e3:>12.2f}ms",
+              f"{tfb * 1e3:>8.2f}ms  {gflop / nfb:>14.1f} {tfb / nfb:>11.2f}x {loop:>10} {tfb32 * 1e3:>12.2f}ms "
+              f"{tflop / tg:>12.1f} / {tflop / tt:>6.1f}",
               flush=True)
 
 

@@ -209,6 +209,8 @@ def peephole_grads(dwp, dG, C, c0):
 # (tests/test_cuda.py::test_persistent_kernels_equal_the_launch_per_step_loop). The forward reads w_hh and w_hr
 # transposed (copies made per call), so that consecutive threads read consecutive addresses.
 # Used when B * H <= PERSISTENT_MAX_UNITS (a module attribute, read at each call; tests set it to 0 to run the loop).
+# On an H100 they beat the loop at every shape benchmarks/bench_cuda.py times, up to B * H = 2^18 (1.5x at
+# (100, 256, 1024, 1024), 53x at (1000, 1, 32, 32): benchmarks/results/2026-11-24-cuda-h100.md); larger is unmeasured.
 PERSISTENT_MAX_UNITS = 1 << 18
 ROWS = 4                                    # batch rows per thread in the persistent kernels' products
 

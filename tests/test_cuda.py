@@ -135,13 +135,14 @@ def _run_layer(K, p, act, keep):
 
 
 @needs_cuda
-@given(testing.lstm_shapes(3, 3, 3, 4), testing.float_dtypes(), st.sampled_from([0, 1]), testing.variants(),
+@given(testing.lstm_shapes(3, 9, 3, 4), testing.float_dtypes(), st.sampled_from([0, 1]), testing.variants(),
        st.booleans(), st.sampled_from([3, 256]), testing.seeds())
 def test_persistent_kernels_equal_the_launch_per_step_loop(shape, dtype, act, variant, keep, threads, seed):
     """lstm_steps / lstm_backward_steps (one launch for the whole time loop, used for small B * H) give exactly the
     numbers of the loop of per-step launches, for every option (peepholes, a projection, lengths, no tape); each path
     runs what it should (the persistent one no per-step kernel). With a block of 3 threads every thread loops over
-    several units in each phase of a step."""
+    several units in each phase of a step; batches up to 9 span three groups of the products' ROWS = 4 rows, the last
+    one partial."""
     from test_kernels import _problem
     K = backends.kernels("cuda")
     p = _problem(*shape, dtype, seed % 2**31, **variant)

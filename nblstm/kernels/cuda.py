@@ -199,7 +199,8 @@ def peephole_grads(dwp, dG, C, c0):
 
 
 # Persistent kernels (Diamos et al. 2016, "Persistent RNNs"): one launch runs every step of the sequence, the steps'
-# phases separated by a grid-wide barrier (cooperative groups: cuda.cg.this_grid().sync()), instead of 2-4 launches
+# phases separated by a grid-wide barrier (cooperative groups: cuda.cg.this_grid().sync(); cuda.syncthreads() when
+# the grid is one block, which is cheaper), instead of 2-4 launches
 # per step (a GEMM, the pointwise step, the projection), each of which costs tens of microseconds of Python in
 # numba-cuda. The grid is as large as the work, at most the blocks the GPU can keep resident at once (a cooperative
 # launch needs them all running); the simulator runs cooperative grids of one block only, so there it is one block.
@@ -324,25 +325,35 @@ def lstm_steps(y, h_n, G, C, TC, M, hw, c0, w_hhT, w_hrT, wp, lengths, act):
     proj = w_hrT.shape[1] > 0
     nbg = (B + ROWS - 1) // ROWS                # groups of ROWS batch rows
     grid = cuda.cg.this_grid()
+    one_block = cuda.gridDim.x == 1             # then the cheaper block barrier (small B * H)
     tid = cuda.grid(1)
     n = cuda.gridsize(1)
     for t in range(T):
         for u in range(tid, nbg * H4, n):    # hw = h_{t-1} @ w_hh^T
             b0, k, s = _product_rows(h_n, w_hhT, u, H4)
             _put_rows(hw, b0, k, s, lengths, t, False)
-        grid.sync()
+        if one_block:
+            cuda.syncthreads()
+        else:
+            grid.sync()
         c_prev = c0 if t == 0 else C[(t - 1) % nC]
         m = M[t % nM] if proj else y[t]         # without a projection m is h_t, y[t] itself
         for u in range(tid, B * H, n):          # the pointwise step; without a projection m and h_n are h_t
             _forward_unit(G[t], C[t % nC], TC[t % nT], m, m if proj else h_n, hw, c_prev, wp, lengths, t, act,
                           u // H, u % H)
-        grid.sync()
+        if one_block:
+            cuda.syncthreads()
+        else:
+            grid.sync()
         if proj:                                # h_t = m w_hr^T into y, and the running state of running rows
             for u in range(tid, nbg * P, n):
                 b0, q, s = _product_rows(m, w_hrT, u, P)
                 _put_rows(y[t], b0, q, s, lengths, t, False)
                 _put_rows(h_n, b0, q, s, lengths, t, True)
-            grid.sync()
+            if one_block:
+                cuda.syncthreads()
+            else:
+                grid.sync()
 
 
 def _backward_steps_config(dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, lengths, act):
@@ -360,6 +371,7 @@ def lstm_backward_steps(dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, le
     proj = w_hr.shape[0] > 0
     nbg = (B + ROWS - 1) // ROWS                # groups of ROWS batch rows
     grid = cuda.cg.this_grid()
+    one_block = cuda.gridDim.x == 1             # then the cheaper block barrier (small B * H)
     tid = cuda.grid(1)
     n = cuda.gridsize(1)
     for t in range(T - 1, -1, -1):
@@ -370,20 +382,32 @@ def lstm_backward_steps(dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, le
                 dh[b, q] += dy[t, b, q]
             if proj:
                 dH[t, b, q] = dh[b, q]
-        grid.sync()
+        if one_block:
+            cuda.syncthreads()
+        else:
+            grid.sync()
         if proj:                                # dL/dm_t = dL/dh_t @ w_hr
             for u in range(tid, nbg * H, n):
                 b0, j, s = _product_rows(dh, w_hr, u, H)
                 _put_rows(dm, b0, j, s, lengths, t, False)
-            grid.sync()
+            if one_block:
+                cuda.syncthreads()
+            else:
+                grid.sync()
         c_prev = c0 if t == 0 else C[t - 1]
         for u in range(tid, B * H, n):
             _backward_unit(dG[t], dc, dm if proj else dh, G[t], c_prev, TC[t], wp, lengths, t, act, u // H, u % H)
-        grid.sync()
+        if one_block:
+            cuda.syncthreads()
+        else:
+            grid.sync()
         for u in range(tid, nbg * P, n):     # dL/dh_{t-1} = dG_t @ w_hh for the running sequences
             b0, q, s = _product_rows(dG[t], w_hh, u, P)
             _put_rows(dh, b0, q, s, lengths, t, True)
-        grid.sync()
+        if one_block:
+            cuda.syncthreads()
+        else:
+            grid.sync()
 
 
 @_launch(lambda out, a: _pointwise(a.shape[0] * a.shape[1]))

@@ -20,9 +20,10 @@ _unit_backward = cuda.jit(device=True)(_math.unit_backward)
 _cell_act = cuda.jit(device=True)(_math.cell_act)
 _act_grad = cuda.jit(device=True)(_math.act_grad)
 
-# GEMM tile edge: TILE x TILE threads per block, each computing one element of the product. The simulator runs one
-# Python thread per CUDA thread, so it gets 4 x 4 tiles (tests stay fast, and shapes 1..5 cross tile edges); the PTX
-# check and real GPUs compile 16 x 16.
+# gemm: blocks of TILE x TILE threads, each thread computing GEMM_RB x GEMM_RB elements of C, so a block computes a
+# GEMM_TILE x GEMM_TILE tile of C, stepping through k TILE at a time. The simulator runs one Python thread per CUDA
+# thread, so it gets TILE 4 and C tiles of 8 x 8 (tests stay fast, and their sizes 1..9 cross both edges); the PTX
+# check and real GPUs compile TILE 16 and C tiles of 64 x 64.
 TILE = 4 if config.ENABLE_CUDASIM else 16
 GEMM_RB = 2 if config.ENABLE_CUDASIM else 4     # gemm: each thread computes GEMM_RB x GEMM_RB elements of C
 GEMM_TILE = TILE * GEMM_RB                  # gemm: the edge of C's tile per block (8 on the simulator: tests cross it)
@@ -577,8 +578,8 @@ def _gemm_config(C, A, B, trans_a, trans_b, accumulate):
 def gemm(C, A, B, trans_a, trans_b, accumulate):
     """C (M, N) = op(A) @ op(B), plus C when accumulate; op(X) = X.T when trans_x, else X (tiled, shared memory)."""
     # A block of TILE x TILE threads computes a GEMM_TILE x GEMM_TILE tile of C: thread (tx, ty) the RB x RB elements
-    # of rows ty + TILE * i and columns tx + TILE * j, so each pair of shared-memory reads feeds RB * RB / 2 products
-    # (one product per read pair with one element per thread). Every element is still one sum over k ascending.
+    # of rows ty + TILE * i and columns tx + TILE * j, so each pair of shared-memory reads feeds RB products (one with
+    # one element per thread). Every element is still one sum over k ascending.
     M, N = C.shape
     K = A.shape[0] if trans_a else A.shape[1]
     # sa[k, i] = op(A)[r0 + i, k0 + k], sb[k, j] = op(B)[k0 + k, c0 + j]

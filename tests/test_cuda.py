@@ -164,6 +164,19 @@ def test_persistent_kernels_equal_the_launch_per_step_loop(shape, dtype, act, va
 
 
 @needs_cuda
+def test_no_persistent_kernels_without_cooperative_launch(K, monkeypatch):
+    """A GPU older than compute capability 6.0 cannot launch a cooperative grid: the loop of launches runs there, and
+    so it does above PERSISTENT_MAX_UNITS."""
+    assert K._persistent(2, 3)
+    assert not K._persistent(K.PERSISTENT_MAX_UNITS + 1, 1)
+    monkeypatch.setattr(K.config, "ENABLE_CUDASIM", False)
+    monkeypatch.setattr(K.cuda, "get_current_device", lambda: types.SimpleNamespace(compute_capability=(5, 2)))
+    assert not K._persistent(2, 3)
+    monkeypatch.setattr(K.cuda, "get_current_device", lambda: types.SimpleNamespace(compute_capability=(9, 0)))
+    assert K._persistent(2, 3)
+
+
+@needs_cuda
 def test_launch_limits(K):
     K.check_launch("k", (1,), (1,))
     K.check_launch("k", (2**31 - 1, 65535, 65535), (1024,))

@@ -291,6 +291,14 @@ def _grid(n):
     return ((n + block - 1) // block,), (block,)
 
 
+def _persistent(B, H):
+    """Whether lstm_forward / lstm_backward run the persistent kernels: B * H <= PERSISTENT_MAX_UNITS, on a GPU that
+    can launch a cooperative grid (compute capability 6.0 or later; the simulator can)."""
+    if B * H > PERSISTENT_MAX_UNITS:
+        return False
+    return config.ENABLE_CUDASIM or cuda.get_current_device().compute_capability >= (6, 0)
+
+
 class CooperativeLauncher(Launcher):
     """A Launcher for kernels that synchronize the whole grid: the grid is capped at the blocks the GPU can keep
     resident at once for this kernel (numba-cuda's max_cooperative_grid_blocks, cached per argument types and block
@@ -432,7 +440,7 @@ def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_h
     gemm(G2, x.reshape(T * B, I), w_ih, 0, 1, 0)    # the input product of all steps: one GEMM
     add_bias(G2, b)
     h_n.copy_to_device(h0)                      # h_n carries the running state (device-to-device copy)
-    if B * H <= PERSISTENT_MAX_UNITS:           # the whole loop in one launch, reading the weights transposed
+    if _persistent(B, H):                       # the whole loop in one launch, reading the weights transposed
         w_hhT, w_hrT = empty(w_hh.shape[::-1], w_hh.dtype), empty(w_hr.shape[::-1], w_hr.dtype)
         transpose(w_hhT, w_hh)
         if proj:
@@ -462,7 +470,7 @@ def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, d
     proj = w_hr.shape[0] > 0
     dh0.copy_to_device(dh_n)                    # dh0, dc0 carry dL/dh_t, dL/dc_t back through time
     dc0.copy_to_device(dc_n)
-    if B * H <= PERSISTENT_MAX_UNITS:           # the whole loop in one launch
+    if _persistent(B, H):                       # the whole loop in one launch
         lstm_backward_steps(dh0, dc0, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, lengths, act)
     else:
         for t in range(T - 1, -1, -1):

@@ -278,6 +278,23 @@ def _put_rows(out, b0, k, s, lengths, t, running_only):
             out[b, k] = s[i]
 
 
+@cuda.jit(device=True)
+def _grid_work(B):
+    """(groups of ROWS batch rows, this thread's index in the grid, the grid's size in threads, whether the grid is one
+    block) for the grid-stride loops of the persistent kernels."""
+    return (B + ROWS - 1) // ROWS, cuda.grid(1), cuda.gridsize(1), cuda.gridDim.x == 1
+
+
+@cuda.jit(device=True)
+def _barrier(grid, one_block):
+    """Every thread of the grid waits here: cuda.syncthreads() when the grid is one block (cheaper), else the grid
+    barrier. one_block is the same in every thread, so all take the same branch."""
+    if one_block:
+        cuda.syncthreads()
+    else:
+        grid.sync()
+
+
 def _row_groups(B):
     return (B + ROWS - 1) // ROWS
 
@@ -332,37 +349,25 @@ def lstm_steps(y, h_n, G, C, TC, M, hw, c0, w_hhT, w_hrT, wp, lengths, act):
     P = h_n.shape[1]
     nC, nT, nM = C.shape[0], TC.shape[0], M.shape[0]
     proj = w_hrT.shape[1] > 0
-    nbg = (B + ROWS - 1) // ROWS                # groups of ROWS batch rows
-    grid = cuda.cg.this_grid()
-    one_block = cuda.gridDim.x == 1             # then the cheaper block barrier (small B * H)
-    tid = cuda.grid(1)
-    n = cuda.gridsize(1)
+    grid = cuda.cg.this_grid()                  # (in the kernel itself: numba-cuda then launches it cooperatively)
+    nbg, tid, n, one_block = _grid_work(B)
     for t in range(T):
         for u in range(tid, nbg * H4, n):    # hw = h_{t-1} @ w_hh^T
             b0, k, s = _product_rows(h_n, w_hhT, u, H4)
             _put_rows(hw, b0, k, s, lengths, t, False)
-        if one_block:
-            cuda.syncthreads()
-        else:
-            grid.sync()
+        _barrier(grid, one_block)
         c_prev = c0 if t == 0 else C[(t - 1) % nC]
         m = M[t % nM] if proj else y[t]         # without a projection m is h_t, y[t] itself
         for u in range(tid, B * H, n):          # the pointwise step; without a projection m and h_n are h_t
             _forward_unit(G[t], C[t % nC], TC[t % nT], m, m if proj else h_n, hw, c_prev, wp, lengths, t, act,
                           u // H, u % H)
-        if one_block:
-            cuda.syncthreads()
-        else:
-            grid.sync()
+        _barrier(grid, one_block)
         if proj:                                # h_t = m w_hr^T into y, and the running state of running rows
             for u in range(tid, nbg * P, n):
                 b0, q, s = _product_rows(m, w_hrT, u, P)
                 _put_rows(y[t], b0, q, s, lengths, t, False)
                 _put_rows(h_n, b0, q, s, lengths, t, True)
-            if one_block:
-                cuda.syncthreads()
-            else:
-                grid.sync()
+            _barrier(grid, one_block)
 
 
 def _backward_steps_config(dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, lengths, act):
@@ -378,11 +383,8 @@ def lstm_backward_steps(dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, le
     H = H4 // 4
     P = dh.shape[1]
     proj = w_hr.shape[0] > 0
-    nbg = (B + ROWS - 1) // ROWS                # groups of ROWS batch rows
     grid = cuda.cg.this_grid()
-    one_block = cuda.gridDim.x == 1             # then the cheaper block barrier (small B * H)
-    tid = cuda.grid(1)
-    n = cuda.gridsize(1)
+    nbg, tid, n, one_block = _grid_work(B)
     for t in range(T - 1, -1, -1):
         for u in range(tid, B * P, n):          # dL/dh_t += dy_t for the running sequences
             b = u // P
@@ -391,32 +393,20 @@ def lstm_backward_steps(dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, le
                 dh[b, q] += dy[t, b, q]
             if proj:
                 dH[t, b, q] = dh[b, q]
-        if one_block:
-            cuda.syncthreads()
-        else:
-            grid.sync()
+        _barrier(grid, one_block)
         if proj:                                # dL/dm_t = dL/dh_t @ w_hr
             for u in range(tid, nbg * H, n):
                 b0, j, s = _product_rows(dh, w_hr, u, H)
                 _put_rows(dm, b0, j, s, lengths, t, False)
-            if one_block:
-                cuda.syncthreads()
-            else:
-                grid.sync()
+            _barrier(grid, one_block)
         c_prev = c0 if t == 0 else C[t - 1]
         for u in range(tid, B * H, n):
             _backward_unit(dG[t], dc, dm if proj else dh, G[t], c_prev, TC[t], wp, lengths, t, act, u // H, u % H)
-        if one_block:
-            cuda.syncthreads()
-        else:
-            grid.sync()
+        _barrier(grid, one_block)
         for u in range(tid, nbg * P, n):     # dL/dh_{t-1} = dG_t @ w_hh for the running sequences
             b0, q, s = _product_rows(dG[t], w_hh, u, P)
             _put_rows(dh, b0, q, s, lengths, t, True)
-        if one_block:
-            cuda.syncthreads()
-        else:
-            grid.sync()
+        _barrier(grid, one_block)
 
 
 @_launch(lambda out, a: _pointwise(a.shape[0] * a.shape[1]))

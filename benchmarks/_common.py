@@ -1,7 +1,9 @@
 """What the benchmark scripts share (they run as files: this folder is on sys.path)."""
 import argparse
 import os
+import statistics
 import sys
+import time
 
 DEFAULT_SHAPES = [(100, 1, 32, 32), (1000, 1, 32, 32), (100, 16, 64, 64), (100, 32, 128, 128),
                   (100, 64, 256, 256), (50, 64, 512, 512)]
@@ -55,3 +57,21 @@ def warn_if_imported_early(already):
     if already:
         print(f"warning: {', '.join(already)} was imported before this script set the thread counts; "
               "BLAS may use more threads than --threads", file=sys.stderr)
+
+
+def median_synced(fn, sync, repeats, warmup=0, before=None):
+    """Median seconds of fn() over `repeats` runs, after `warmup` untimed ones, for asynchronous (GPU) work: sync()
+    (a device synchronize) before each clock start and before each clock read; before(), if given, runs untimed
+    ahead of each run."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if before is not None:
+            before()
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

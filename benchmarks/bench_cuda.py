@@ -20,11 +20,9 @@ The last column times the forward's input product (T*B, I) @ w_ih^T alone: nblst
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
-from _common import DEFAULT_SHAPES as CPU_SHAPES, shape_arg  # noqa: E402
+from _common import DEFAULT_SHAPES as CPU_SHAPES, median_synced, shape_arg  # noqa: E402
 
 DEFAULT_SHAPES = CPU_SHAPES + [
     # larger: batch 1..256, hidden 128..1024
@@ -81,16 +79,7 @@ def main(argv=None):
           f"{'GEMM TFLOP/s nb/torch':>21}")
 
     def timed(fn, sync):
-        for _ in range(2 if args.quick else 5):
-            fn()
-        sync()
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        return median_synced(fn, sync, args.repeats, warmup=2 if args.quick else 5)
 
     for T, B, I, H in args.shapes:
         rng = np.random.default_rng(args.seed)

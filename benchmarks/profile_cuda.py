@@ -11,11 +11,10 @@ the object layer's Python, copies and allocations.
 import argparse
 import collections
 import os
-import statistics
 import sys
 import time
 
-from _common import shape_arg  # noqa: E402
+from _common import median_synced, shape_arg  # noqa: E402
 
 SHAPES = [(1000, 1, 32, 32), (100, 32, 128, 128), (100, 64, 256, 256)]
 
@@ -39,16 +38,7 @@ def main(argv=None):
     from numba import cuda
 
     def median_ms(fn, before=None):
-        times = []
-        for _ in range(args.repeats):
-            if before is not None:
-                before()
-            cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times) * 1e3
+        return median_synced(fn, cuda.synchronize, args.repeats, before=before) * 1e3
 
     for T, B, I, H in args.shapes:
         m = nblstm.LSTM(I, H, device="cuda", seed=0)

@@ -214,7 +214,16 @@ def peephole_grads(dwp, dG, C, c0):
 # On an H100 they beat the loop at every shape benchmarks/bench_cuda.py times, up to B * H = 2^18 (1.5x at
 # (100, 256, 1024, 1024), 53x at (1000, 1, 32, 32): benchmarks/results/2026-11-24-cuda-h100.md); larger is unmeasured.
 PERSISTENT_MAX_UNITS = 1 << 18
-ROWS = 4                                    # batch rows per thread in the persistent kernels' products
+ROWS = 4                                    # batch rows per thread in the persistent kernels' products (_dot_rows
+#                                             keeps exactly 4 sums)
+
+
+def _row_groups(B):
+    """Groups of ROWS batch rows: the units of a product's grid-stride loop per output column."""
+    return (B + ROWS - 1) // ROWS
+
+
+_row_groups_dev = cuda.jit(device=True)(_row_groups)      # the same, for the kernels
 
 
 @cuda.jit(device=True)
@@ -282,7 +291,7 @@ def _put_rows(out, b0, k, s, lengths, t, running_only):
 def _grid_work(B):
     """(groups of ROWS batch rows, this thread's index in the grid, the grid's size in threads, whether the grid is one
     block) for the grid-stride loops of the persistent kernels."""
-    return (B + ROWS - 1) // ROWS, cuda.grid(1), cuda.gridsize(1), cuda.gridDim.x == 1
+    return _row_groups_dev(B), cuda.grid(1), cuda.gridsize(1), cuda.gridDim.x == 1
 
 
 @cuda.jit(device=True)
@@ -293,10 +302,6 @@ def _barrier(grid, one_block):
         cuda.syncthreads()
     else:
         grid.sync()
-
-
-def _row_groups(B):
-    return (B + ROWS - 1) // ROWS
 
 
 def _grid(n):
@@ -572,7 +577,7 @@ def _gemm_config(C, A, B, trans_a, trans_b, accumulate):
     return ((M + GEMM_TILE - 1) // GEMM_TILE, (N + GEMM_TILE - 1) // GEMM_TILE), (TILE, TILE)
 
 
-@_launch(_gemm_config, lambda C, *args: 2 * TILE * (GEMM_TILE + 1) * C.dtype.itemsize)
+@_launch(_gemm_config, lambda C, *args: 2 * TILE * GEMM_TILE_PAD * C.dtype.itemsize)
 def gemm(C, A, B, trans_a, trans_b, accumulate):
     """C (M, N) = op(A) @ op(B), plus C when accumulate; op(X) = X.T when trans_x, else X (tiled, shared memory)."""
     # A block of TILE x TILE threads computes a GEMM_TILE x GEMM_TILE tile of C: thread (tx, ty) the RB x RB elements

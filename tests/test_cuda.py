@@ -96,6 +96,17 @@ def test_gemm_matches_numpy(M, N, Kd, trans_a, trans_b, accumulate, dtype, seed)
     testing.assert_close(K.to_host(C), want, dtype, "C")
 
 
+@needs_cuda
+@given(st.integers(1, 9), st.integers(1, 9), st.sampled_from([np.float32, np.float64]), testing.seeds())
+def test_transpose_matches_numpy(M, N, dtype, seed):
+    """The persistent forward's weight transposes (it has no CPU twin: the CPU takes np.ascontiguousarray(w.T))."""
+    K = backends.kernels("cuda")
+    a = testing.random_array((M, N), dtype, seed)
+    out = K.empty((N, M), dtype)
+    K.transpose(out, K.to_device(a))
+    np.testing.assert_array_equal(K.to_host(out), a.T)
+
+
 def _run_layer(K, p, act, keep):
     """lstm_forward then (with keep) lstm_backward of test_kernels' problem p on cuda -> every output, on the host,
     and the names of the kernels launched."""

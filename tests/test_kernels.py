@@ -1,5 +1,6 @@
 """Every kernel of every backend against the NumPy oracle (nblstm.reference), on drawn shapes, both dtypes, with
 and without peepholes, a projection and variable lengths (testing.variants)."""
+import numba
 import numpy as np
 import pytest
 from hypothesis import strategies as st
@@ -7,6 +8,7 @@ from hypothesis import strategies as st
 from _devices import DEVICES, call, given_on, shapes
 from nblstm import reference as R
 from nblstm import testing
+from nblstm.kernels import cpu
 from nblstm.kernels._math import ACTIVATIONS
 
 
@@ -34,7 +36,9 @@ def _reference_forward(p, activation):
 _FORWARD_OUT = ("y", "h_n", "c_n", "G", "C", "TC", "M", "hw")
 
 
-def _run_forward(device, p, act, keep=True):
+def _run_forward(device, p, act, keep=True, chunks=None):
+    """lstm_forward of `device` on problem p, or (cpu) lstm_forward_chunks with `chunks` row chunks."""
+    name, lead = ("lstm_forward", ()) if chunks is None else ("lstm_forward_chunks", (chunks,))
     T, B, _ = p["x"].shape
     P, H = p["w_hh"].shape[1], p["c0"].shape[1]
     dt = p["x"].dtype
@@ -42,13 +46,46 @@ def _run_forward(device, p, act, keep=True):
     outs = [np.empty((T, B, P), dt), np.empty((B, P), dt), np.empty((B, H), dt), np.empty((T, B, 4 * H), dt),
             np.empty((T if keep else min(T, 2), B, H), dt), np.empty((n, B, H), dt), np.empty((n, B, H), dt),
             np.empty((B, 4 * H), dt)]
-    got = call(device, "lstm_forward", *outs, p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"] + p["b_hh"],
-               p["wp"], p["w_hr"], p["lengths"], act)
+    got = call(device, name, *lead, *outs, p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"] + p["b_hh"],
+               p["wp"], p["w_hr"], p["lengths"], act)[len(lead):]
     out = dict(zip(_FORWARD_OUT, got))
     if P == H:                  # without a projection the kernel is given y as M, as nblstm.LSTM does
-        got = call(device, "lstm_forward", *outs[:6], outs[0], *outs[7:], *got[8:])
+        got = call(device, name, *lead, *outs[:6], outs[0], *outs[7:], *got[8:])[len(lead):]
         out = dict(zip(_FORWARD_OUT, got))
     return out
+
+
+def _check_layer(device, shape, dtype, activation, variant, seed, chunks=None):
+    """lstm_forward and lstm_backward of `device` (with `chunks`: cpu's lstm_forward_chunks / lstm_backward_chunks)
+    against reference.lstm_forward / lstm_backward in float64: outputs and every gradient."""
+    T, B, I, H = shape
+    name, lead = ("lstm_backward", ()) if chunks is None else ("lstm_backward_chunks", (chunks,))
+    p = _problem(T, B, I, H, dtype, seed % 2**31, **variant)
+    P = p["w_hh"].shape[1]
+    act = ACTIVATIONS.index(activation)
+    out = _run_forward(device, p, act, chunks=chunks)
+    y, h_n, c_n, caches = _reference_forward(p, activation)
+    for name_, ref in (("y", y), ("h_n", h_n), ("c_n", c_n)):
+        testing.assert_close(out[name_], ref, dtype, name_)
+
+    dy, dh_n, dc_n = (testing.random_array(s, dtype, seed % 2**31 + 10 + k) for k, s in
+                      enumerate([(T, B, P), (B, P), (B, H)]))
+    g = R.lstm_backward(dy.astype(np.float64), dh_n.astype(np.float64), dc_n.astype(np.float64), caches)
+    proj, peep = P < H, bool(p["wp"].any())
+    grads = [np.empty_like(p["x"]), np.empty_like(p["h0"]), np.empty_like(p["c0"]), np.zeros_like(p["w_ih"]),
+             np.zeros_like(p["w_hh"]), np.zeros_like(p["b_ih"]), np.zeros((3 if peep else 0, H), dtype),
+             np.zeros_like(p["w_hr"])]
+    scratch = [np.empty_like(out["G"]), np.empty((T if proj else 0, B, P), dtype),
+               np.empty((B if proj else 0, H), dtype), np.empty((B, P), dtype)]
+    got = call(device, name, *lead, *grads, *scratch, dy, dh_n, dc_n, p["x"], p["h0"], p["c0"], p["w_ih"],
+               p["w_hh"], p["wp"], p["w_hr"], out["G"], out["C"], out["TC"], out["M"], out["y"], p["lengths"],
+               act)[len(lead):len(lead) + 8]
+    want = [("dx", g["x"]), ("dh0", g["h"]), ("dc0", g["c"]), ("dw_ih", g["w_ih"]), ("dw_hh", g["w_hh"]),
+            ("db", g["b_ih"]), ("dwp", np.stack([g["w_ci"], g["w_cf"], g["w_co"]]) if peep else np.zeros((0, H))),
+            ("dw_hr", g["w_hr"] if proj else np.zeros((0, H)))]
+    for (name_, ref), got_k in zip(want, got):
+        assert got_k.dtype == dtype, name_
+        testing.assert_close(got_k, ref, dtype, name_)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -56,35 +93,39 @@ def test_lstm_forward_backward_match_reference(device):
     @given_on(device, shapes(device), testing.float_dtypes(), testing.activations(), testing.variants(),
               testing.seeds())
     def check(shape, dtype, activation, variant, seed):
-        T, B, I, H = shape
-        p = _problem(T, B, I, H, dtype, seed % 2**31, **variant)
-        P = p["w_hh"].shape[1]
-        act = ACTIVATIONS.index(activation)
-        out = _run_forward(device, p, act)
-        y, h_n, c_n, caches = _reference_forward(p, activation)
-        for name, ref in (("y", y), ("h_n", h_n), ("c_n", c_n)):
-            testing.assert_close(out[name], ref, dtype, name)
-
-        dy, dh_n, dc_n = (testing.random_array(s, dtype, seed % 2**31 + 10 + k) for k, s in
-                          enumerate([(T, B, P), (B, P), (B, H)]))
-        g = R.lstm_backward(dy.astype(np.float64), dh_n.astype(np.float64), dc_n.astype(np.float64), caches)
-        proj, peep = P < H, bool(p["wp"].any())
-        grads = [np.empty_like(p["x"]), np.empty_like(p["h0"]), np.empty_like(p["c0"]), np.zeros_like(p["w_ih"]),
-                 np.zeros_like(p["w_hh"]), np.zeros_like(p["b_ih"]), np.zeros((3 if peep else 0, H), dtype),
-                 np.zeros_like(p["w_hr"])]
-        scratch = [np.empty_like(out["G"]), np.empty((T if proj else 0, B, P), dtype),
-                   np.empty((B if proj else 0, H), dtype), np.empty((B, P), dtype)]
-        got = call(device, "lstm_backward", *grads, *scratch, dy, dh_n, dc_n, p["x"], p["h0"], p["c0"], p["w_ih"],
-                   p["w_hh"], p["wp"], p["w_hr"], out["G"], out["C"], out["TC"], out["M"], out["y"], p["lengths"],
-                   act)[:8]
-        want = [("dx", g["x"]), ("dh0", g["h"]), ("dc0", g["c"]), ("dw_ih", g["w_ih"]), ("dw_hh", g["w_hh"]),
-                ("db", g["b_ih"]), ("dwp", np.stack([g["w_ci"], g["w_cf"], g["w_co"]]) if peep else np.zeros((0, H))),
-                ("dw_hr", g["w_hr"] if proj else np.zeros((0, H)))]
-        for (name, ref), got_k in zip(want, got):
-            assert got_k.dtype == dtype, name
-            testing.assert_close(got_k, ref, dtype, name)
+        _check_layer(device, shape, dtype, activation, variant, seed)
 
     check()
+
+
+def test_row_chunks_on_threads_match_reference():
+    """The split of a layer's batch rows over numba's threads (cpu.lstm_forward_chunks / lstm_backward_chunks, which
+    lstm_forward / lstm_backward run with n > 1 from B * 4H * P = 2^15 on): any number of chunks, uneven ones
+    included, gives the reference's outputs and gradients, with peepholes, a projection and variable lengths."""
+    @given_on("cpu", shapes("cpu"), testing.float_dtypes(), testing.activations(), testing.variants(),
+              testing.seeds(), st.integers(2, 5))
+    def check(shape, dtype, activation, variant, seed, chunks):
+        chunks = min(chunks, shape[1])
+        _check_layer("cpu", shape, dtype, activation, variant, seed, chunks=chunks)
+        p = _problem(*shape, dtype, seed % 2**31, **variant)       # the no-tape forward, bit for bit
+        act = ACTIVATIONS.index(activation)
+        taped, untaped = (_run_forward("cpu", p, act, keep=k, chunks=chunks) for k in (True, False))
+        for name in ("y", "h_n", "c_n"):
+            np.testing.assert_array_equal(untaped[name], taped[name], err_msg=name)
+
+    check()
+
+
+def test_layers_from_the_threshold_on_split():
+    """lstm_forward / lstm_backward really split a batch of 8, H = 64 (8 * 256 * 64 = 2^17 multiply-adds a step)
+    on this machine's threads, and the split layer matches the reference."""
+    threads = numba.get_num_threads()
+    assert cpu._split_count(8, 64, 64) == (1 if threads < 2 else min(threads, 8))
+    assert cpu._split_count(1, 64, 64) == 1 and cpu._split_count(8, 8, 8) == 1
+    n = cpu._split_count(32, 128, 128)          # 16 rows a thread on 2 threads: 8-row chunks, small GEMMs
+    assert n == 1 if threads < 2 else (n >= threads and -(-32 // n) * 512 * 128 <= cpu.SMALL_GEMM_MNK)
+    for variant in ({}, dict(peephole=True, proj=True, lengths=True)):
+        _check_layer("cpu", (3, 8, 5, 64), np.float32, "tanh", variant, 1)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -16,7 +16,7 @@
 import numba
 import numpy as np
 
-from . import _math, refresh_cache_on_change
+from . import _blas, _math, refresh_cache_on_change
 
 # error_model="numpy": no ZeroDivisionError test before each division (a branch that stops vectorization).
 # No fastmath: "contract" (FMA) saves 20% of the pointwise time (about 1% of a layer), but with it the no-tape
@@ -95,44 +95,193 @@ def peephole_grads(dwp, dG, C, c0):
                 dwp[2, j] += do[j] * cb[j]
 
 
+# Splitting a layer over numba's threads. The batch rows of a layer are independent through time, so the rows can be
+# cut into chunks, each running the whole time loop on its own: no barrier inside the loop, one BLAS call per step
+# and chunk, the pointwise step on all cores; the chunks go to numba's threads (prange). The input product and the
+# weight gradients, big GEMMs, are split by rows of their results. During the split the BLAS runs one thread per call
+# (_blas.blas_threads), so only numba's pool runs. Below SPLIT_MIN_WORK multiply-adds per recurrent step
+# (B * 4H * P), with one numba thread, one batch row, or a BLAS whose thread count cannot be set, the layer runs on
+# the calling thread with the BLAS's own threads, as the same functions on rows 0..B.
+# Chunk size: OpenBLAS (0.3.30, SkylakeX kernels on this Zen 4) multiplies small products, m*n*k <= 1e6, without
+# packing the weight first; one thread then reached 113-116 GFLOP/s with 4 or 8 rows against 54 GFLOP/s with 16
+# rows (H = 128, 4H = 512, P = 128: 16 rows are 1.05e6), measured (scratch gemm timings in the session note). So a
+# thread's rows are cut into chunks of 8 (or 4) where that brings a step's product under SMALL_GEMM_MNK.
+SPLIT_MIN_WORK = 1 << 15
+SMALL_GEMM_MNK = 1000000
+
+
 @_jit
-def _forward_steps(y, h_n, C, TC, M, G, hw, c0, w_hhT, w_hr, wp, lengths, act):
-    """The time loop of lstm_forward, G holding the input products; w_hhT (P, 4H) is w_hh^T in C or F order."""
-    T = G.shape[0]
+def _split_count(B, H, P):
+    """How many row chunks to split a layer of batch B, hidden size H, state size P into: 1 for no split."""
+    threads = _blas.numba_threads()
+    if B < 2 or threads < 2 or B * 4 * H * P < SPLIT_MIN_WORK:
+        return 1
+    rows = -(-B // threads)                     # rows per thread
+    if rows * 4 * H * P > SMALL_GEMM_MNK:
+        for r in (8, 4):
+            if r * 4 * H * P <= SMALL_GEMM_MNK:
+                rows = r
+                break
+    return -(-B // rows)
+
+
+@_jit
+def _split_begin(n, c):
+    """Set the BLAS to one thread for an n-way split -> the BLAS's previous thread count, or -1: don't split.
+    Resolves numba's BLAS function for c's dtype on this thread first (numba looks it up holding the GIL, which a
+    worker thread would wait for while the calling thread holds it)."""
+    if n < 2:
+        return -1
+    _blas.gemm(False, False, 0, 0, 0, c, 0, 1, c, 0, 1, 0.0, c, 0, 1)
+    return _blas.blas_threads(1)
+
+
+@_jit
+def _input_rows(G2, x2, w_ih, b, r0, r1):
+    """Rows r0:r1 of G2 (T*B, 4H) = x2 (T*B, I) @ w_ih^T + b."""
+    N, I = G2.shape[1], x2.shape[1]
+    _blas.gemm(False, True, r1 - r0, N, I, x2, r0 * I, I, w_ih, 0, I, 0.0, G2, r0 * N, N)
+    for r in range(r0, r1):
+        for k in range(N):
+            G2[r, k] += b[k]
+
+
+@_jit
+def _forward_rows(b0, b1, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act):
+    """The time loop of lstm_forward for batch rows b0:b1, G holding the input products; the recurrent weight w_rec
+    is w_hh (4H, P) when trans, else w_hh^T (P, 4H), C-contiguous either way."""
+    T, B, H4 = G.shape
+    P = h_n.shape[1]
     nC, nT, nM = C.shape[0], TC.shape[0], M.shape[0]
     proj = w_hr.shape[0] > 0
-    h_scratch = np.empty(C.shape[1:], C.dtype) if proj else h_n     # (B, H): the pointwise step's h, unused here
+    h, hwr, lens = h_n[b0:b1], hw[b0:b1], lengths[b0:b1]
+    h_scratch = np.empty((b1 - b0, C.shape[2]), C.dtype) if proj else h     # the pointwise step's h, unused here
     for t in range(T):
-        c_prev = c0 if t == 0 else C[(t - 1) % nC]
-        np.dot(h_n, w_hhT, hw)                  # recurrent product h_{t-1} @ w_hh^T
+        c_prev = c0[b0:b1] if t == 0 else C[(t - 1) % nC, b0:b1]
+        # recurrent product h_{t-1} @ w_hh^T of these rows
+        _blas.gemm(False, trans, b1 - b0, H4, P, h_n, b0 * P, P, w_rec, 0, w_rec.shape[1], 0.0, hw, b0 * H4, H4)
         if proj:                                # m to the tape, then h_t = m w_hr^T, the running state of running rows
-            m = M[t % nM]
-            cell_forward(G[t], C[t % nC], TC[t % nT], m, h_scratch, hw, c_prev, wp, lengths, t, act)
-            np.dot(m, w_hr.T, y[t])
-            copy_running_rows(h_n, y[t], lengths, t, False)
+            m = M[t % nM, b0:b1]
+            cell_forward(G[t, b0:b1], C[t % nC, b0:b1], TC[t % nT, b0:b1], m, h_scratch, hwr, c_prev, wp, lens, t,
+                         act)
+            np.dot(m, w_hr.T, y[t, b0:b1])
+            copy_running_rows(h, y[t, b0:b1], lens, t, False)
         else:                                   # m is h_t: into y and the running state
-            cell_forward(G[t], C[t % nC], TC[t % nT], y[t], h_n, hw, c_prev, wp, lengths, t, act)
+            cell_forward(G[t, b0:b1], C[t % nC, b0:b1], TC[t % nT, b0:b1], y[t, b0:b1], h, hwr, c_prev, wp, lens,
+                         t, act)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act):
+    """_forward_rows over all batch rows, in n chunks on numba's threads."""
+    B = G.shape[1]
+    for s in numba.prange(n):
+        _forward_rows(s * B // n, (s + 1) * B // n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths,
+                      act)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def _input_split(n, G2, x2, w_ih, b):
+    """_input_rows over all rows of G2, in n chunks on numba's threads."""
+    R = G2.shape[0]
+    for s in numba.prange(n):
+        _input_rows(G2, x2, w_ih, b, s * R // n, (s + 1) * R // n)
 
 
 @_jit
 def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, act):
     """One layer over a sequence: writes y (T, B, P), h_n (B, P), c_n (B, H) and the tape G, C, TC, M; hw (B, 4H) is scratch."""
+    lstm_forward_chunks(_split_count(x.shape[1], c0.shape[1], h0.shape[1]), y, h_n, c_n, G, C, TC, M, hw, x, h0, c0,
+                        w_ih, w_hh, b, wp, w_hr, lengths, act)
+
+
+@_jit
+def lstm_forward_chunks(n, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, act):
+    """lstm_forward with the batch rows cut into n chunks on numba's threads (n = 1, or a BLAS whose thread count
+    cannot be set: no split); lstm_forward chooses n with _split_count."""
     T, B, I = x.shape
     H = c0.shape[1]
-    G2 = G.reshape((T * B, 4 * H))
-    np.dot(x.reshape((T * B, I)), w_ih.T, G2)   # the input product of all steps: one GEMM
-    for r in range(T * B):
-        for k in range(4 * H):
-            G2[r, k] += b[k]
     h_n[:] = h0                                 # h_n carries the running state
     # For H <= 128, w_hh^T copied to C order: OpenBLAS takes h @ w_hhT up to 2x faster than h @ w_hh.T there
     # (B=1, H=32: 0.17 vs 0.30 us; B=16, H=64: 4.6 vs 9.9 us). For larger H both are as fast, and the transposing
-    # copy is not free (0.3 ms at H=256, 3.5 ms at H=512). Two calls, not one variable: C and F order don't unify.
-    if H <= 128:
-        _forward_steps(y, h_n, C, TC, M, G, hw, c0, np.ascontiguousarray(w_hh.T), w_hr, wp, lengths, act)
-    else:
-        _forward_steps(y, h_n, C, TC, M, G, hw, c0, w_hh.T, w_hr, wp, lengths, act)
+    # copy is not free (0.3 ms at H=256, 3.5 ms at H=512).
+    trans = H > 128
+    w_rec = np.ascontiguousarray(w_hh) if trans else np.ascontiguousarray(w_hh.T)
+    prev = _split_begin(n, G)
+    if prev > 0:
+        _input_split(n, G.reshape((T * B, 4 * H)), x.reshape((T * B, I)), w_ih, b)
+        _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+        _blas.blas_threads(prev)
+    else:                                       # the input product of all steps: one GEMM; then the loop
+        _input_rows(G.reshape((T * B, 4 * H)), x.reshape((T * B, I)), w_ih, b, 0, T * B)
+        _forward_rows(0, B, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
     c_n[:] = C[(T - 1) % C.shape[0]]            # finished rows carried their state to the last step
+
+
+@_jit
+def _backward_rows(b0, b1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act):
+    """The time loop of lstm_backward for batch rows b0:b1: dh0, dc0 hold dh_n, dc_n and carry dL/dh_t, dL/dc_t back."""
+    T = dG.shape[0]
+    proj = w_hr.shape[0] > 0
+    dh, dc, lens = dh0[b0:b1], dc0[b0:b1], lengths[b0:b1]
+    all_run = T                                 # steps t < all_run have every sequence of these rows running
+    for r in range(b0, b1):
+        all_run = min(all_run, lengths[r])
+    for t in range(T - 1, -1, -1):
+        copy_running_rows(dh, dy[t, b0:b1], lens, t, True)
+        c_prev = c0[b0:b1] if t == 0 else C[t - 1, b0:b1]
+        dGt = dG[t, b0:b1]
+        if proj:                                # dL/dm_t = dL/dh_t @ w_hr
+            dH[t, b0:b1] = dh
+            np.dot(dh, w_hr, dm[b0:b1])
+            cell_backward(dGt, dc, dm[b0:b1], G[t, b0:b1], c_prev, TC[t, b0:b1], wp, lens, t, act)
+        else:
+            cell_backward(dGt, dc, dh, G[t, b0:b1], c_prev, TC[t, b0:b1], wp, lens, t, act)
+        if t < all_run:
+            np.dot(dGt, w_hh, dh)               # dL/dh_{t-1} = dG_t @ w_hh
+        else:                                   # ... for the running sequences; a frozen state passes it through
+            np.dot(dGt, w_hh, dhw[b0:b1])
+            copy_running_rows(dh, dhw[b0:b1], lens, t, False)
+
+
+@_jit
+def _weight_grads_part(s, n, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y):
+    """Part s of n of lstm_backward's products after the loop, batched over all steps: rows s/n of dx = dG @ w_ih, and
+    rows s/n of dw_ih += dG^T x, dw_hh += dG^T h_{t-1}, db += column sums of dG, dw_hr += dH^T M. dG is zero past each
+    sequence's end, and where it is not, y[t - 1] is h_{t-1}; M is zero past each sequence's end."""
+    T, B, I = x.shape
+    H4, P = dG.shape[2], h0.shape[1]
+    R = T * B
+    dG2 = dG.reshape((R, H4))
+    r0, r1 = s * R // n, (s + 1) * R // n
+    _blas.gemm(False, False, r1 - r0, I, H4, dG2, r0 * H4, H4, w_ih, 0, I, 0.0, dx, r0 * I, I)
+    k0, k1 = s * H4 // n, (s + 1) * H4 // n
+    _blas.gemm(True, False, k1 - k0, I, R, dG2, k0, H4, x, 0, I, 1.0, dw_ih, k0 * I, I)
+    _blas.gemm(True, False, k1 - k0, P, B, dG2, k0, H4, h0, 0, P, 1.0, dw_hh, k0 * P, P)
+    _blas.gemm(True, False, k1 - k0, P, R - B, dG2, B * H4 + k0, H4, y, 0, P, 1.0, dw_hh, k0 * P, P)
+    for r in range(R):
+        for k in range(k0, k1):
+            db[k] += dG2[r, k]
+    if dw_hr.shape[0] > 0:
+        H = dw_hr.shape[1]
+        p0, p1 = s * P // n, (s + 1) * P // n
+        _blas.gemm(True, False, p1 - p0, H, R, dH, p0, P, M, 0, H, 1.0, dw_hr, p0 * H, H)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act):
+    """_backward_rows over all batch rows, in n chunks on numba's threads."""
+    B = G.shape[1]
+    for s in numba.prange(n):
+        _backward_rows(s * B // n, (s + 1) * B // n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC,
+                       lengths, act)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def _weight_grads_split(n, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y):
+    """_weight_grads_part 0..n-1 on numba's threads."""
+    for s in numba.prange(n):
+        _weight_grads_part(s, n, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
 
 
 @_jit
@@ -140,44 +289,29 @@ def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, d
                   w_hh, wp, w_hr, G, C, TC, M, y, lengths, act):
     """BPTT through one layer: writes dx, dh0, dc0; adds into dw_ih, dw_hh, db, dwp (3, H) unless it has 0 rows, dw_hr;
     scratch: dG (T, B, 4H), dH (T, B, P) and dm (B, H) with a projection, dhw (B, P)."""
-    T, B, I = x.shape
-    H = c0.shape[1]
-    P = h0.shape[1]
-    proj = w_hr.shape[0] > 0
-    all_run = T                                 # steps t < all_run have every sequence running
-    for r in range(B):
-        all_run = min(all_run, lengths[r])
+    lstm_backward_chunks(_split_count(x.shape[1], c0.shape[1], h0.shape[1]), dx, dh0, dc0, dw_ih, dw_hh, db, dwp,
+                         dw_hr, dG, dH, dm, dhw, dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, wp, w_hr, G, C, TC, M, y,
+                         lengths, act)
+
+
+@_jit
+def lstm_backward_chunks(n, dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, dy, dh_n, dc_n, x, h0, c0,
+                         w_ih, w_hh, wp, w_hr, G, C, TC, M, y, lengths, act):
+    """lstm_backward with the batch rows (then the weight-gradient rows) cut into n chunks on numba's threads, as
+    lstm_forward_chunks."""
+    B = x.shape[1]
     dh0[:] = dh_n                               # dh0, dc0 carry dL/dh_t, dL/dc_t back through time
     dc0[:] = dc_n
-    for t in range(T - 1, -1, -1):
-        copy_running_rows(dh0, dy[t], lengths, t, True)
-        c_prev = c0 if t == 0 else C[t - 1]
-        if proj:                                # dL/dm_t = dL/dh_t @ w_hr
-            dH[t] = dh0
-            np.dot(dh0, w_hr, dm)
-            cell_backward(dG[t], dc0, dm, G[t], c_prev, TC[t], wp, lengths, t, act)
-        else:
-            cell_backward(dG[t], dc0, dh0, G[t], c_prev, TC[t], wp, lengths, t, act)
-        if t < all_run:
-            np.dot(dG[t], w_hh, dh0)            # dL/dh_{t-1} = dG_t @ w_hh
-        else:                                   # ... for the running sequences; a frozen state passes it through
-            np.dot(dG[t], w_hh, dhw)
-            copy_running_rows(dh0, dhw, lengths, t, False)
-    # Weight gradients batched over all steps after the loop: GEMMs instead of 3T small ones. dG is zero past each
-    # sequence's end, and where it is not, y[t - 1] is h_{t-1}.
-    dG2 = dG.reshape((T * B, 4 * H))
-    np.dot(dG2, w_ih, dx.reshape((T * B, I)))
-    dw_ih += np.dot(dG2.T, x.reshape((T * B, I)))
-    dw_hh += np.dot(dG[0].T, h0)
-    if T > 1:
-        dw_hh += np.dot(dG2[B:].T, y[:T - 1].reshape(((T - 1) * B, P)))
-    for r in range(T * B):
-        for k in range(4 * H):
-            db[k] += dG2[r, k]
+    prev = _split_begin(n, dG)
+    if prev > 0:
+        _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
+        _weight_grads_split(n, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
+        _blas.blas_threads(prev)
+    else:
+        _backward_rows(0, B, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
+        _weight_grads_part(0, 1, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
     if dwp.shape[0] > 0:
         peephole_grads(dwp, dG, C, c0)
-    if proj:                                    # M is zero past each sequence's end
-        dw_hr += np.dot(dH.reshape((T * B, P)).T, M.reshape((T * B, H)))
 
 
 @_jit
@@ -258,6 +392,9 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh
             db[k] += dA2[r, k]
 
 
-refresh_cache_on_change([cell_forward, cell_backward, copy_running_rows, peephole_grads, _forward_steps, lstm_forward,
-                         lstm_backward, copy_steps, rnn_cell_forward,
-                         rnn_cell_backward, rnn_forward, rnn_backward], [_math.__file__])
+refresh_cache_on_change([cell_forward, cell_backward, copy_running_rows, peephole_grads, _split_count, _split_begin,
+                         _input_rows, _forward_rows, _forward_split, _input_split, lstm_forward, lstm_forward_chunks,
+                         _backward_rows,
+                         _weight_grads_part, _backward_split, _weight_grads_split, lstm_backward,
+                         lstm_backward_chunks, copy_steps, rnn_cell_forward,
+                         rnn_cell_backward, rnn_forward, rnn_backward], [_math.__file__, _blas.__file__])

@@ -1,0 +1,113 @@
+# BLAS from compiled code with full control of the call: row strides, offsets, transposes and beta (accumulate),
+# where np.dot inside numba takes whole contiguous arrays and always overwrites. Both functions here go to the BLAS
+# that numba's own np.dot uses (scipy's, through numba's helper `numba_xxgemm`), so there is one BLAS in the process.
+#
+# `blas_threads(n)` sets the number of threads of that BLAS (OpenBLAS's `openblas_set_num_threads_local`, which
+# sets the count without resizing OpenBLAS's pool) and returns the previous count, or -1 where it cannot (another
+# BLAS, or an OpenBLAS older than 0.3.27): kernels that split their own work over numba's threads then keep to one
+# thread. Setting 1 while numba's threads each call the BLAS keeps OpenBLAS's own pool asleep, so the process
+# never has two pools of spinning threads on the same cores. Both are external symbols resolved when a kernel is
+# linked, so kernels that call them load from numba's on-disk cache.
+import ctypes
+import ctypes.util
+import os
+
+import llvmlite.binding as ll
+import numpy as np
+from llvmlite import ir
+import numba
+from numba import njit, types
+from numba.extending import get_cython_function_address, intrinsic
+
+_THREADS_SYMBOL = "nblstm_blas_set_num_threads"
+_SETTERS = ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local",
+            "openblas_set_num_threads_local64_", "scipy_openblas_set_num_threads_local64_")
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _library_of(address):
+    """Path of the shared library holding the function at `address`, or None (no dladdr: not Linux or macOS)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        info = _DlInfo()
+        if not libc.dladdr(ctypes.c_void_p(address), ctypes.byref(info)) or not info.dli_fname:
+            return None
+        return os.fsdecode(info.dli_fname)
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)
+def _unavailable(n):
+    """Stand-in for a BLAS without a thread-count setter: -1, nothing set."""
+    return -1
+
+
+def _find_setter():
+    """(address of the BLAS's thread-count setter or of _unavailable, path of the library that has it or None)."""
+    try:
+        path = _library_of(get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
+    except (ImportError, ValueError):
+        path = None
+    if path is not None:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            lib = None
+        for name in _SETTERS:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                address = ctypes.cast(fn, ctypes.c_void_p).value
+                return address, _library_of(address) or path
+    return ctypes.cast(_unavailable, ctypes.c_void_p).value, None
+
+
+_setter_address, BLAS_LIBRARY = _find_setter()     # BLAS_LIBRARY: the library whose thread count is set, or None
+ll.add_symbol(_THREADS_SYMBOL, _setter_address)
+blas_threads = types.ExternalFunction(_THREADS_SYMBOL, types.intc(types.intc))
+
+# numba's thread count (numba.get_num_threads(): NUMBA_NUM_THREADS or numba.set_num_threads) as an external symbol:
+# numba.get_num_threads itself is not cacheable inside njit code (a ctypes pointer). Its first call loads numba's
+# threading layer, which registers the symbol.
+numba.get_num_threads()
+numba_threads = types.ExternalFunction("get_num_threads", types.intc())
+
+# numba's helper (numba/_helperlib.c): column-major xGEMM of kind 's' or 'd' with pointer arguments.
+_xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.int8, types.int8, types.int8, types.intp, types.intp, types.intp, types.voidptr, types.voidptr,
+    types.intp, types.voidptr, types.intp, types.voidptr, types.voidptr, types.intp))
+
+
+@intrinsic
+def _address(typingctx, arr, offset):
+    """void* to element `offset` (counted in elements, row-major flat index) of array `arr`'s data."""
+    sig = types.voidptr(arr, types.intp)
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
+    """Row-major C = op(A) op(B) + beta C through the BLAS; beta is 0 (overwrite) or 1 (accumulate).
+
+    C is the m x n matrix at flat offset `ic` of array `c` with row stride `ldc`; op(A) is m x k: A is stored from
+    offset `ia` of `a` with row stride `lda`, as an m x k matrix, or as k x m when `trans_a`; likewise op(B) k x n.
+    The arrays must be C-contiguous and of one float dtype; sizes of 0 are allowed (nothing is done but beta).
+    """
+    if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous):
+        raise ValueError("gemm: a, b and c must be C-contiguous")
+    scal = np.ones(2, c.dtype)                  # alpha = 1, beta
+    scal[1] = beta
+    kind = np.int8(115) if c.itemsize == 4 else np.int8(100)               # 's' (float32) or 'd'
+    t, nt = np.int8(116), np.int8(110)          # 't', 'n'
+    # column-major: C^T (n x m) = op(B)^T op(A)^T, each row-major matrix read as its transpose
+    _xxgemm(kind, t if trans_b else nt, t if trans_a else nt, n, m, k, _address(scal, 0), _address(b, ib),
+            max(ldb, 1), _address(a, ia), max(lda, 1), _address(scal, 1), _address(c, ic), max(ldc, 1))

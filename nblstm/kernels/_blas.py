@@ -68,6 +68,12 @@ def _find_setter():
 
 _setter_address, BLAS_LIBRARY = _find_setter()     # BLAS_LIBRARY: the library whose thread count is set, or None
 ll.add_symbol(_THREADS_SYMBOL, _setter_address)
+# One pool: this BLAS runs one thread per call from here on, and nblstm's parallel work goes to numba's threads (the
+# LSTM layers' row chunks). With OpenBLAS's own threads left on, numba's threads spinning after a parallel region and
+# OpenBLAS's threads took each other's cores: the dates task (an LSTM encoder split over threads, a decoder of small
+# products) ran at 282 ms per step instead of 29 with OPENBLAS_NUM_THREADS=1, charlm at 97 instead of 56 (measured).
+# NumPy's own OpenBLAS is a different library and keeps its threads.
+ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(_setter_address)(1)
 blas_threads = types.ExternalFunction(_THREADS_SYMBOL, types.intc(types.intc))
 
 # numba's thread count (numba.get_num_threads(): NUMBA_NUM_THREADS or numba.set_num_threads) as an external symbol:

@@ -3,12 +3,13 @@ and without peepholes, a projection and variable lengths (testing.variants)."""
 import numba
 import numpy as np
 import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 
 from _devices import DEVICES, call, given_on, shapes
 from nblstm import reference as R
 from nblstm import testing
-from nblstm.kernels import cpu
+from nblstm.kernels import _blas, cpu
 from nblstm.kernels._math import ACTIVATIONS
 
 
@@ -116,14 +117,31 @@ def test_row_chunks_on_threads_match_reference():
     check()
 
 
+@given(st.integers(1, 40), st.integers(1, 700), st.integers(1, 3000), st.booleans(), st.integers(0, 3),
+       testing.float_dtypes())
+def test_gemm_tiles_matches_numpy(m, N, K, trans_b, offset, dtype):
+    """_blas.gemm_tiles (the recurrent products, cut into tiles OpenBLAS multiplies without repacking) is the plain
+    product, with offsets and row strides into larger arrays: products above SMALL_GEMM_MNK (1e6) are tiled, by
+    columns or (long K) by slices of K added up."""
+    rng = np.random.default_rng(m * 1000003 + N * 1009 + K)
+    a = rng.standard_normal((offset + m, K + 1)).astype(dtype)
+    b = rng.standard_normal((offset + N, K + 2) if trans_b else (offset + K, N + 2)).astype(dtype)
+    c = np.full((m + 1, N + 3), 7.0, dtype)
+    _blas.gemm_tiles(m, N, K, a, offset * (K + 1), K + 1, b, offset * b.shape[1], trans_b, b.shape[1], c, c.shape[1] + 1,
+                     c.shape[1])
+    B = b[offset:, :K].T if trans_b else b[offset:, :N]
+    want = a[offset:, :K].astype(np.float64) @ B.astype(np.float64)
+    testing.assert_close(c[1:, 1:N + 1], want, dtype, "C")
+    assert (c[0] == 7).all() and (c[:, 0] == 7).all() and (c[:, N + 1:] == 7).all()
+
+
 def test_layers_from_the_threshold_on_split():
     """lstm_forward / lstm_backward really split a batch of 8, H = 64 (8 * 256 * 64 = 2^17 multiply-adds a step)
     on this machine's threads, and the split layer matches the reference."""
     threads = numba.get_num_threads()
     assert cpu._split_count(8, 64, 64) == (1 if threads < 2 else min(threads, 8))
     assert cpu._split_count(1, 64, 64) == 1 and cpu._split_count(8, 8, 8) == 1
-    n = cpu._split_count(32, 128, 128)          # 16 rows a thread on 2 threads: 8-row chunks, small GEMMs
-    assert n == 1 if threads < 2 else (n >= threads and -(-32 // n) * 512 * 128 <= cpu.SMALL_GEMM_MNK)
+    assert cpu._split_count(32, 128, 128) == (1 if threads < 2 else min(threads, 32))
     for variant in ({}, dict(peephole=True, proj=True, lengths=True)):
         _check_layer("cpu", (3, 8, 5, 64), np.float32, "tanh", variant, 1)
 

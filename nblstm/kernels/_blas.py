@@ -117,3 +117,57 @@ def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     # column-major: C^T (n x m) = op(B)^T op(A)^T, each row-major matrix read as its transpose
     _xxgemm(kind, t if trans_b else nt, t if trans_a else nt, n, m, k, _address(scal, 0), _address(b, ib),
             max(ldb, 1), _address(a, ia), max(lda, 1), _address(scal, 1), _address(c, ic), max(ldc, 1))
+
+
+# OpenBLAS (0.3.30, SkylakeX kernels, on this Zen 4) multiplies a product of m*n*k <= 1e6 without packing its operands
+# first; above that it repacks the weight matrix at every call, which the recurrent products (a few rows of h against
+# all of w_hh, T times) pay in full. One thread, 100 steps, measured: (8 x 256) @ (256 x 1024) 35 GFLOP/s in one call,
+# 105-111 in four 256-column tiles; 16 rows x H = 128: 54 against 113-116 in 8-row tiles; dG (8 x 2048) @ w_hh
+# (2048 x 512): 34 against 72-92 in 32-column tiles. In the transposed layout (op(B) = B^T) the unpacked kernel was
+# only fast with at most 128 columns (H = 256: 35 with 256, 101 with 128).
+SMALL_GEMM_MNK = 1000000
+TILE_ROWS = 8
+
+
+@njit(cache=True)
+def _tile_cols(rows, N, K, trans_b):
+    """Columns of a tile of `rows` rows: N, or a multiple of 16 for which rows * cols * K <= SMALL_GEMM_MNK (at least
+    16), the tiles of one row group about equal."""
+    most = max(16, SMALL_GEMM_MNK // max(rows * K, 1) // 16 * 16)
+    if trans_b:
+        most = min(most, 128)
+    if N <= most:
+        return N
+    count = -(-N // most)
+    return min(most, -(-(-(-N // count)) // 16) * 16)
+
+
+@njit(cache=True)
+def gemm_tiles(m, N, K, a, ia, lda, b, ib, trans_b, ldb, c, ic, ldc):
+    """C (m x N) = A (m x K) op(B) as gemm's arguments (A not transposed, beta 0), in tiles that OpenBLAS multiplies
+    without repacking B: all at once when m * N * K <= SMALL_GEMM_MNK, else TILE_ROWS rows by _tile_cols columns, or,
+    where K is so long that those columns would be fewer than 128 (the backward's dG_t @ w_hh), by all N columns and
+    a slice of K, the slices' products added up (dG (8 x 2048) @ w_hh (2048 x 512): 85 GFLOP/s in 240-long slices,
+    53 in 48-column tiles, measured)."""
+    if m * N * K <= SMALL_GEMM_MNK:
+        gemm(False, trans_b, m, N, K, a, ia, lda, b, ib, ldb, 0.0, c, ic, ldc)
+        return
+    rows = min(m, TILE_ROWS)
+    cols = _tile_cols(rows, N, K, trans_b)
+    depth = SMALL_GEMM_MNK // max(rows * N, 1) // 16 * 16
+    if cols < min(N, 128) and depth >= 64:      # slices of K, all columns
+        count = -(-K // depth)
+        depth = min(depth, -(-(-(-K // count)) // 16) * 16)
+        for r0 in range(0, m, rows):
+            r1 = min(m, r0 + rows)
+            for k0 in range(0, K, depth):
+                k1 = min(K, k0 + depth)
+                gemm(False, trans_b, r1 - r0, N, k1 - k0, a, ia + r0 * lda + k0, lda, b,
+                     ib + (k0 if trans_b else k0 * ldb), ldb, 0.0 if k0 == 0 else 1.0, c, ic + r0 * ldc, ldc)
+        return
+    for r0 in range(0, m, rows):
+        r1 = min(m, r0 + rows)
+        for n0 in range(0, N, cols):
+            n1 = min(N, n0 + cols)
+            gemm(False, trans_b, r1 - r0, n1 - n0, K, a, ia + r0 * lda, lda, b, ib + (n0 * ldb if trans_b else n0),
+                 ldb, 0.0, c, ic + r0 * ldc + n0, ldc)

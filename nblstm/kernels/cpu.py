@@ -102,12 +102,9 @@ def peephole_grads(dwp, dG, C, c0):
 # (_blas.blas_threads), so only numba's pool runs. Below SPLIT_MIN_WORK multiply-adds per recurrent step
 # (B * 4H * P), with one numba thread, one batch row, or a BLAS whose thread count cannot be set, the layer runs on
 # the calling thread with the BLAS's own threads, as the same functions on rows 0..B.
-# Chunk size: OpenBLAS (0.3.30, SkylakeX kernels on this Zen 4) multiplies small products, m*n*k <= 1e6, without
-# packing the weight first; one thread then reached 113-116 GFLOP/s with 4 or 8 rows against 54 GFLOP/s with 16
-# rows (H = 128, 4H = 512, P = 128: 16 rows are 1.05e6), measured (scratch gemm timings in the session note). So a
-# thread's rows are cut into chunks of 8 (or 4) where that brings a step's product under SMALL_GEMM_MNK.
+# Each step's product of a chunk goes to the BLAS in tiles small enough for OpenBLAS to skip repacking w_hh
+# (_blas.gemm_tiles).
 SPLIT_MIN_WORK = 1 << 15
-SMALL_GEMM_MNK = 1000000
 
 
 @_jit
@@ -116,13 +113,7 @@ def _split_count(B, H, P):
     threads = _blas.numba_threads()
     if B < 2 or threads < 2 or B * 4 * H * P < SPLIT_MIN_WORK:
         return 1
-    rows = -(-B // threads)                     # rows per thread
-    if rows * 4 * H * P > SMALL_GEMM_MNK:
-        for r in (8, 4):
-            if r * 4 * H * P <= SMALL_GEMM_MNK:
-                rows = r
-                break
-    return -(-B // rows)
+    return min(threads, B)
 
 
 @_jit
@@ -159,7 +150,7 @@ def _forward_rows(b0, b1, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, l
     for t in range(T):
         c_prev = c0[b0:b1] if t == 0 else C[(t - 1) % nC, b0:b1]
         # recurrent product h_{t-1} @ w_hh^T of these rows
-        _blas.gemm(False, trans, b1 - b0, H4, P, h_n, b0 * P, P, w_rec, 0, w_rec.shape[1], 0.0, hw, b0 * H4, H4)
+        _blas.gemm_tiles(b1 - b0, H4, P, h_n, b0 * P, P, w_rec, 0, trans, w_rec.shape[1], hw, b0 * H4, H4)
         if proj:                                # m to the tape, then h_t = m w_hr^T, the running state of running rows
             m = M[t % nM, b0:b1]
             cell_forward(G[t, b0:b1], C[t % nC, b0:b1], TC[t % nT, b0:b1], m, h_scratch, hwr, c_prev, wp, lens, t,
@@ -221,7 +212,7 @@ def lstm_forward_chunks(n, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, 
 @_jit
 def _backward_rows(b0, b1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act):
     """The time loop of lstm_backward for batch rows b0:b1: dh0, dc0 hold dh_n, dc_n and carry dL/dh_t, dL/dc_t back."""
-    T = dG.shape[0]
+    T, B = dG.shape[0], dG.shape[1]
     proj = w_hr.shape[0] > 0
     dh, dc, lens = dh0[b0:b1], dc0[b0:b1], lengths[b0:b1]
     all_run = T                                 # steps t < all_run have every sequence of these rows running
@@ -237,10 +228,11 @@ def _backward_rows(b0, b1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G,
             cell_backward(dGt, dc, dm[b0:b1], G[t, b0:b1], c_prev, TC[t, b0:b1], wp, lens, t, act)
         else:
             cell_backward(dGt, dc, dh, G[t, b0:b1], c_prev, TC[t, b0:b1], wp, lens, t, act)
-        if t < all_run:
-            np.dot(dGt, w_hh, dh)               # dL/dh_{t-1} = dG_t @ w_hh
+        H4, P = dG.shape[2], dh0.shape[1]
+        if t < all_run:                         # dL/dh_{t-1} = dG_t @ w_hh
+            _blas.gemm_tiles(b1 - b0, P, H4, dG, (t * B + b0) * H4, H4, w_hh, 0, False, P, dh0, b0 * P, P)
         else:                                   # ... for the running sequences; a frozen state passes it through
-            np.dot(dGt, w_hh, dhw[b0:b1])
+            _blas.gemm_tiles(b1 - b0, P, H4, dG, (t * B + b0) * H4, H4, w_hh, 0, False, P, dhw, b0 * P, P)
             copy_running_rows(dh, dhw[b0:b1], lens, t, False)
 
 

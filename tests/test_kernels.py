@@ -137,13 +137,17 @@ def test_gemm_tiles_matches_numpy(m, N, K, trans_b, offset, dtype):
 
 def test_layers_from_the_threshold_on_split():
     """lstm_forward / lstm_backward really split a batch of 8, H = 64 (8 * 256 * 64 = 2^17 multiply-adds a step)
-    on this machine's threads, and the split layer matches the reference."""
+    on this machine's threads, and a long B = 1 sequence's products; the split layers match the reference."""
     threads = numba.get_num_threads()
     assert cpu._split_count(8, 64, 64) == (1 if threads < 2 else min(threads, 8))
     assert cpu._split_count(1, 64, 64) == 1 and cpu._split_count(8, 8, 8) == 1
     assert cpu._split_count(32, 128, 128) == (1 if threads < 2 else min(threads, 32))
     for variant in ({}, dict(peephole=True, proj=True, lengths=True)):
         _check_layer("cpu", (3, 8, 5, 64), np.float32, "tanh", variant, 1)
+    # B = 1: the time loop on one thread, the products of 64 * 512 * 128 = 2^22 multiply-adds split by rows
+    assert cpu._gemm_split_count(1, 64, 512, 128) == (1 if threads < 2 else min(threads, 64))
+    assert cpu._gemm_split_count(1, 63, 512, 128) == 1 and cpu._gemm_split_count(3, 2, 4, 4) == 3
+    _check_layer("cpu", (64, 1, 128, 128), np.float32, "tanh", dict(peephole=True, lengths=True), 2)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -68,11 +68,13 @@ def _find_setter():
 
 _setter_address, BLAS_LIBRARY = _find_setter()     # BLAS_LIBRARY: the library whose thread count is set, or None
 ll.add_symbol(_THREADS_SYMBOL, _setter_address)
-# One pool: this BLAS runs one thread per call from here on, and nblstm's parallel work goes to numba's threads (the
-# LSTM layers' row chunks). With OpenBLAS's own threads left on, numba's threads spinning after a parallel region and
-# OpenBLAS's threads took each other's cores: the dates task (an LSTM encoder split over threads, a decoder of small
-# products) ran at 282 ms per step instead of 29 with OPENBLAS_NUM_THREADS=1, charlm at 97 instead of 56 (measured).
-# NumPy's own OpenBLAS is a different library and keeps its threads.
+# One pool: this BLAS runs one thread per call from here on (when nblstm's CPU kernels load, for the rest of the
+# process), and nblstm's parallel work goes to numba's threads (the LSTM layers' row chunks). With OpenBLAS's own
+# threads left on, numba's threads spinning after a parallel region and OpenBLAS's threads took each other's cores: the
+# dates task (an LSTM encoder split over threads, a decoder of small products) ran at 282 ms per step instead of 29
+# with OPENBLAS_NUM_THREADS=1, charlm at 97 instead of 56 (measured). NumPy's pip wheels bring their own OpenBLAS,
+# which keeps its threads; where NumPy and SciPy share one OpenBLAS (conda, distributions) NumPy's products become
+# single-threaded too.
 ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(_setter_address)(1)
 blas_threads = types.ExternalFunction(_THREADS_SYMBOL, types.intc(types.intc))
 
@@ -110,6 +112,8 @@ def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     """
     if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous):
         raise ValueError("gemm: a, b and c must be C-contiguous")
+    if a.itemsize != c.itemsize or b.itemsize != c.itemsize:
+        raise ValueError("gemm: a, b and c must have one dtype")
     scal = np.ones(2, c.dtype)                  # alpha = 1, beta
     scal[1] = beta
     kind = np.int8(115) if c.itemsize == 4 else np.int8(100)               # 's' (float32) or 'd'

@@ -10,7 +10,7 @@
 # c_{t-1} in place, or LLVM's runtime alias check sends the pointwise loop to its scalar fallback (2.5x slower
 # forward at T, B, I, H = 100, 32, 128, 128, measured); for the same reason the pointwise step's h, unused with a
 # projection, goes to a scratch array rather than to m itself.
-# Matrix products go to BLAS through np.dot (with out=, so nothing is allocated in the time loop).
+# Matrix products go to the BLAS through np.dot or _blas.gemm / gemm_tiles (offsets and strides into the arrays).
 # Pointwise loops run over one gate block's row at a time (views gi, gf, gg, go of length H): indexed by the
 # loop counter alone, they vectorize; G[b, 2 * H + j] indexing does not (numba's negative-index wraparound).
 import numba
@@ -96,15 +96,17 @@ def peephole_grads(dwp, dG, C, c0):
 
 
 # Splitting a layer over numba's threads. The batch rows of a layer are independent through time, so the rows can be
-# cut into chunks, each running the whole time loop on its own: no barrier inside the loop, one BLAS call per step
-# and chunk, the pointwise step on all cores; the chunks go to numba's threads (prange). The input product and the
-# weight gradients, big GEMMs, are split by rows of their results. During the split the BLAS runs one thread per call
-# (_blas.blas_threads), so only numba's pool runs. Below SPLIT_MIN_WORK multiply-adds per recurrent step
-# (B * 4H * P), with one numba thread, one batch row, or a BLAS whose thread count cannot be set, the layer runs on
-# the calling thread with the BLAS's own threads, as the same functions on rows 0..B.
-# Each step's product of a chunk goes to the BLAS in tiles small enough for OpenBLAS to skip repacking w_hh
-# (_blas.gemm_tiles).
+# cut into chunks, each running the whole time loop on its own: no barrier inside the loop, the pointwise step on all
+# cores; the chunks go to numba's threads (prange). Each step's product of a chunk goes to the BLAS in tiles small
+# enough for OpenBLAS to skip repacking w_hh (_blas.gemm_tiles). The time loop splits from SPLIT_MIN_WORK multiply-adds
+# per recurrent step (B * 4H * P) and B >= 2; the input product and the weight gradients, big GEMMs, are split by rows
+# of their results whenever the loop is, and on their own from GEMM_SPLIT_MIN multiply-adds (a long sequence at B = 1).
+# During a split the BLAS runs one thread per call (_blas.blas_threads; _blas sets one thread when it loads anyway), so
+# only numba's pool runs. With one numba thread, or a BLAS whose thread count cannot be set, everything runs on the
+# calling thread with the BLAS's own threads, as the same functions on rows 0..B. If a split raises, the BLAS's thread
+# count is not restored.
 SPLIT_MIN_WORK = 1 << 15
+GEMM_SPLIT_MIN = 1 << 22
 
 
 @_jit
@@ -117,13 +119,23 @@ def _split_count(B, H, P):
 
 
 @_jit
-def _split_begin(n, c):
-    """Set the BLAS to one thread for an n-way split -> the BLAS's previous thread count, or -1: don't split.
-    Resolves numba's BLAS function for c's dtype on this thread first (numba looks it up holding the GIL, which a
-    worker thread would wait for while the calling thread holds it)."""
+def _gemm_split_count(n, R, N, K):
+    """Parts to split a layer's products of R rows, N columns and depth K into, its time loop being split in n: n,
+    or (n = 1) the number of threads from GEMM_SPLIT_MIN multiply-adds on."""
+    if n > 1:
+        return n
+    threads = _blas.numba_threads()
+    if threads < 2 or R < 2 or R * N * K < GEMM_SPLIT_MIN:
+        return 1
+    return min(threads, R)
+
+
+@_jit
+def _split_begin(n):
+    """Set the BLAS to one thread for work split n ways -> the BLAS's previous thread count, or -1: don't split (n < 2,
+    or a BLAS whose thread count cannot be set)."""
     if n < 2:
         return -1
-    _blas.gemm(False, False, 0, 0, 0, c, 0, 1, c, 0, 1, 0.0, c, 0, 1)
     return _blas.blas_threads(1)
 
 
@@ -198,10 +210,14 @@ def lstm_forward_chunks(n, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, 
     # copy is not free (0.3 ms at H=256, 3.5 ms at H=512).
     trans = H > 128
     w_rec = np.ascontiguousarray(w_hh) if trans else np.ascontiguousarray(w_hh.T)
-    prev = _split_begin(n, G)
+    m = _gemm_split_count(n, T * B, 4 * H, I)
+    prev = _split_begin(m)
     if prev > 0:
-        _input_split(n, G.reshape((T * B, 4 * H)), x.reshape((T * B, I)), w_ih, b)
-        _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+        _input_split(m, G.reshape((T * B, 4 * H)), x.reshape((T * B, I)), w_ih, b)
+        if n > 1:
+            _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+        else:
+            _forward_rows(0, B, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
         _blas.blas_threads(prev)
     else:                                       # the input product of all steps: one GEMM; then the loop
         _input_rows(G.reshape((T * B, 4 * H)), x.reshape((T * B, I)), w_ih, b, 0, T * B)
@@ -291,13 +307,17 @@ def lstm_backward_chunks(n, dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, 
                          w_ih, w_hh, wp, w_hr, G, C, TC, M, y, lengths, act):
     """lstm_backward with the batch rows (then the weight-gradient rows) cut into n chunks on numba's threads, as
     lstm_forward_chunks."""
-    B = x.shape[1]
+    T, B, I = x.shape
     dh0[:] = dh_n                               # dh0, dc0 carry dL/dh_t, dL/dc_t back through time
     dc0[:] = dc_n
-    prev = _split_begin(n, dG)
+    m = _gemm_split_count(n, T * B, dG.shape[2], max(I, h0.shape[1]))
+    prev = _split_begin(m)
     if prev > 0:
-        _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
-        _weight_grads_split(n, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
+        if n > 1:
+            _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
+        else:
+            _backward_rows(0, B, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
+        _weight_grads_split(m, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
         _blas.blas_threads(prev)
     else:
         _backward_rows(0, B, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
@@ -384,7 +404,8 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh
             db[k] += dA2[r, k]
 
 
-refresh_cache_on_change([cell_forward, cell_backward, copy_running_rows, peephole_grads, _split_count, _split_begin,
+refresh_cache_on_change([cell_forward, cell_backward, copy_running_rows, peephole_grads, _split_count, _gemm_split_count,
+                         _split_begin,
                          _input_rows, _forward_rows, _forward_split, _input_split, lstm_forward, lstm_forward_chunks,
                          _backward_rows,
                          _weight_grads_part, _backward_split, _weight_grads_split, lstm_backward,

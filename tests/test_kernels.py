@@ -38,8 +38,8 @@ _FORWARD_OUT = ("y", "h_n", "c_n", "G", "C", "TC", "M", "hw")
 
 
 def _run_forward(device, p, act, keep=True, chunks=None):
-    """lstm_forward of `device` on problem p, or (cpu) lstm_forward_chunks with `chunks` row chunks."""
-    name, lead = ("lstm_forward", ()) if chunks is None else ("lstm_forward_chunks", (chunks,))
+    """lstm_forward of `device` on problem p, or (cpu) _lstm_forward_chunks with `chunks` row chunks."""
+    name, lead = ("lstm_forward", ()) if chunks is None else ("_lstm_forward_chunks", (chunks,))
     T, B, _ = p["x"].shape
     P, H = p["w_hh"].shape[1], p["c0"].shape[1]
     dt = p["x"].dtype
@@ -57,10 +57,10 @@ def _run_forward(device, p, act, keep=True, chunks=None):
 
 
 def _check_layer(device, shape, dtype, activation, variant, seed, chunks=None):
-    """lstm_forward and lstm_backward of `device` (with `chunks`: cpu's lstm_forward_chunks / lstm_backward_chunks)
+    """lstm_forward and lstm_backward of `device` (with `chunks`: cpu's _lstm_forward_chunks / _lstm_backward_chunks)
     against reference.lstm_forward / lstm_backward in float64: outputs and every gradient."""
     T, B, I, H = shape
-    name, lead = ("lstm_backward", ()) if chunks is None else ("lstm_backward_chunks", (chunks,))
+    name, lead = ("lstm_backward", ()) if chunks is None else ("_lstm_backward_chunks", (chunks,))
     p = _problem(T, B, I, H, dtype, seed % 2**31, **variant)
     P = p["w_hh"].shape[1]
     act = ACTIVATIONS.index(activation)
@@ -100,7 +100,7 @@ def test_lstm_forward_backward_match_reference(device):
 
 
 def test_row_chunks_on_threads_match_reference():
-    """The split of a layer's batch rows over numba's threads (cpu.lstm_forward_chunks / lstm_backward_chunks, which
+    """The split of a layer's batch rows over numba's threads (cpu._lstm_forward_chunks / _lstm_backward_chunks, which
     lstm_forward / lstm_backward run with n > 1 from B * 4H * P = 2^15 on): any number of chunks, uneven ones
     included, gives the reference's outputs and gradients, with peepholes, a projection and variable lengths."""
     @given_on("cpu", shapes("cpu"), testing.float_dtypes(), testing.activations(), testing.variants(),

@@ -17,6 +17,7 @@ import numpy as np
 from llvmlite import ir
 import numba
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
 _THREADS_SYMBOL = "nblstm_blas_set_num_threads"
@@ -102,6 +103,17 @@ def _address(typingctx, arr, offset):
     return sig, codegen
 
 
+@intrinsic
+def _slot(typingctx, value):
+    """void* to a stack slot of the calling function holding `value` (BLAS takes alpha and beta by pointer)."""
+    sig = types.voidptr(value)
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(cgutils.alloca_once_value(builder, args[0]), ir.IntType(8).as_pointer())
+
+    return sig, codegen
+
+
 @njit(cache=True)
 def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     """Row-major C = op(A) op(B) + beta C through the BLAS; beta is 0 (overwrite) or 1 (accumulate).
@@ -114,13 +126,11 @@ def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
         raise ValueError("gemm: a, b and c must be C-contiguous")
     if a.itemsize != c.itemsize or b.itemsize != c.itemsize:
         raise ValueError("gemm: a, b and c must have one dtype")
-    scal = np.ones(2, c.dtype)                  # alpha = 1, beta
-    scal[1] = beta
     kind = np.int8(115) if c.itemsize == 4 else np.int8(100)               # 's' (float32) or 'd'
     t, nt = np.int8(116), np.int8(110)          # 't', 'n'
     # column-major: C^T (n x m) = op(B)^T op(A)^T, each row-major matrix read as its transpose
-    _xxgemm(kind, t if trans_b else nt, t if trans_a else nt, n, m, k, _address(scal, 0), _address(b, ib),
-            max(ldb, 1), _address(a, ia), max(lda, 1), _address(scal, 1), _address(c, ic), max(ldc, 1))
+    _xxgemm(kind, t if trans_b else nt, t if trans_a else nt, n, m, k, _slot(c.dtype.type(1.0)), _address(b, ib),
+            max(ldb, 1), _address(a, ia), max(lda, 1), _slot(c.dtype.type(beta)), _address(c, ic), max(ldc, 1))
 
 
 # OpenBLAS (0.3.30, SkylakeX kernels, on this Zen 4) multiplies a product of m*n*k <= 1e6 without packing its operands

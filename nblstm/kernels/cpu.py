@@ -110,24 +110,26 @@ GEMM_SPLIT_MIN = 1 << 22
 
 
 @_jit
+def _parts(rows, work, least):
+    """Parts to split `rows` independent rows of `work` multiply-adds into: one per numba thread (at most `rows`), or
+    1 with one thread, one row, or less work than `least`."""
+    threads = _blas.numba_threads()
+    if rows < 2 or threads < 2 or work < least:
+        return 1
+    return min(threads, rows)
+
+
+@_jit
 def _split_count(B, H, P):
     """How many row chunks to split a layer of batch B, hidden size H, state size P into: 1 for no split."""
-    threads = _blas.numba_threads()
-    if B < 2 or threads < 2 or B * 4 * H * P < SPLIT_MIN_WORK:
-        return 1
-    return min(threads, B)
+    return _parts(B, B * 4 * H * P, SPLIT_MIN_WORK)
 
 
 @_jit
 def _gemm_split_count(n, R, N, K):
     """Parts to split a layer's products of R rows, N columns and depth K into, its time loop being split in n: n,
     or (n = 1) the number of threads from GEMM_SPLIT_MIN multiply-adds on."""
-    if n > 1:
-        return n
-    threads = _blas.numba_threads()
-    if threads < 2 or R < 2 or R * N * K < GEMM_SPLIT_MIN:
-        return 1
-    return min(threads, R)
+    return n if n > 1 else _parts(R, R * N * K, GEMM_SPLIT_MIN)
 
 
 @_jit
@@ -194,12 +196,12 @@ def _input_split(n, G2, x2, w_ih, b):
 @_jit
 def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, act):
     """One layer over a sequence: writes y (T, B, P), h_n (B, P), c_n (B, H) and the tape G, C, TC, M; hw (B, 4H) is scratch."""
-    lstm_forward_chunks(_split_count(x.shape[1], c0.shape[1], h0.shape[1]), y, h_n, c_n, G, C, TC, M, hw, x, h0, c0,
+    _lstm_forward_chunks(_split_count(x.shape[1], c0.shape[1], h0.shape[1]), y, h_n, c_n, G, C, TC, M, hw, x, h0, c0,
                         w_ih, w_hh, b, wp, w_hr, lengths, act)
 
 
 @_jit
-def lstm_forward_chunks(n, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, act):
+def _lstm_forward_chunks(n, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, act):
     """lstm_forward with the batch rows cut into n chunks on numba's threads (n = 1, or a BLAS whose thread count
     cannot be set: no split); lstm_forward chooses n with _split_count."""
     T, B, I = x.shape
@@ -211,24 +213,26 @@ def lstm_forward_chunks(n, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, 
     trans = H > 128
     w_rec = np.ascontiguousarray(w_hh) if trans else np.ascontiguousarray(w_hh.T)
     m = _gemm_split_count(n, T * B, 4 * H, I)
-    prev = _split_begin(m)
-    if prev > 0:
-        _input_split(m, G.reshape((T * B, 4 * H)), x.reshape((T * B, I)), w_ih, b)
-        if n > 1:
-            _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
-        else:
-            _forward_rows(0, B, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
-        _blas.blas_threads(prev)
-    else:                                       # the input product of all steps: one GEMM; then the loop
-        _input_rows(G.reshape((T * B, 4 * H)), x.reshape((T * B, I)), w_ih, b, 0, T * B)
+    prev = _split_begin(m)                      # > 0: split (then m > 1); n > 1 only ever with m = n
+    G2, x2 = G.reshape((T * B, 4 * H)), x.reshape((T * B, I))
+    if prev > 0:                                # the input product of all steps, then the loop
+        _input_split(m, G2, x2, w_ih, b)
+    else:
+        _input_rows(G2, x2, w_ih, b, 0, T * B)
+    if prev > 0 and n > 1:
+        _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+    else:
         _forward_rows(0, B, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+    if prev > 0:
+        _blas.blas_threads(prev)
     c_n[:] = C[(T - 1) % C.shape[0]]            # finished rows carried their state to the last step
 
 
 @_jit
 def _backward_rows(b0, b1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act):
     """The time loop of lstm_backward for batch rows b0:b1: dh0, dc0 hold dh_n, dc_n and carry dL/dh_t, dL/dc_t back."""
-    T, B = dG.shape[0], dG.shape[1]
+    T, B, H4 = dG.shape
+    P = dh0.shape[1]
     proj = w_hr.shape[0] > 0
     dh, dc, lens = dh0[b0:b1], dc0[b0:b1], lengths[b0:b1]
     all_run = T                                 # steps t < all_run have every sequence of these rows running
@@ -244,7 +248,6 @@ def _backward_rows(b0, b1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G,
             cell_backward(dGt, dc, dm[b0:b1], G[t, b0:b1], c_prev, TC[t, b0:b1], wp, lens, t, act)
         else:
             cell_backward(dGt, dc, dh, G[t, b0:b1], c_prev, TC[t, b0:b1], wp, lens, t, act)
-        H4, P = dG.shape[2], dh0.shape[1]
         if t < all_run:                         # dL/dh_{t-1} = dG_t @ w_hh
             _blas.gemm_tiles(b1 - b0, P, H4, dG, (t * B + b0) * H4, H4, w_hh, 0, False, P, dh0, b0 * P, P)
         else:                                   # ... for the running sequences; a frozen state passes it through
@@ -297,30 +300,29 @@ def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, d
                   w_hh, wp, w_hr, G, C, TC, M, y, lengths, act):
     """BPTT through one layer: writes dx, dh0, dc0; adds into dw_ih, dw_hh, db, dwp (3, H) unless it has 0 rows, dw_hr;
     scratch: dG (T, B, 4H), dH (T, B, P) and dm (B, H) with a projection, dhw (B, P)."""
-    lstm_backward_chunks(_split_count(x.shape[1], c0.shape[1], h0.shape[1]), dx, dh0, dc0, dw_ih, dw_hh, db, dwp,
+    _lstm_backward_chunks(_split_count(x.shape[1], c0.shape[1], h0.shape[1]), dx, dh0, dc0, dw_ih, dw_hh, db, dwp,
                          dw_hr, dG, dH, dm, dhw, dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, wp, w_hr, G, C, TC, M, y,
                          lengths, act)
 
 
 @_jit
-def lstm_backward_chunks(n, dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, dy, dh_n, dc_n, x, h0, c0,
+def _lstm_backward_chunks(n, dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, dy, dh_n, dc_n, x, h0, c0,
                          w_ih, w_hh, wp, w_hr, G, C, TC, M, y, lengths, act):
     """lstm_backward with the batch rows (then the weight-gradient rows) cut into n chunks on numba's threads, as
-    lstm_forward_chunks."""
+    _lstm_forward_chunks."""
     T, B, I = x.shape
     dh0[:] = dh_n                               # dh0, dc0 carry dL/dh_t, dL/dc_t back through time
     dc0[:] = dc_n
     m = _gemm_split_count(n, T * B, dG.shape[2], max(I, h0.shape[1]))
-    prev = _split_begin(m)
+    prev = _split_begin(m)                      # as in _lstm_forward_chunks
+    if prev > 0 and n > 1:
+        _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
+    else:
+        _backward_rows(0, B, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
     if prev > 0:
-        if n > 1:
-            _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
-        else:
-            _backward_rows(0, B, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
         _weight_grads_split(m, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
         _blas.blas_threads(prev)
     else:
-        _backward_rows(0, B, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
         _weight_grads_part(0, 1, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
     if dwp.shape[0] > 0:
         peephole_grads(dwp, dG, C, c0)
@@ -404,10 +406,10 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh
             db[k] += dA2[r, k]
 
 
-refresh_cache_on_change([cell_forward, cell_backward, copy_running_rows, peephole_grads, _split_count, _gemm_split_count,
-                         _split_begin,
-                         _input_rows, _forward_rows, _forward_split, _input_split, lstm_forward, lstm_forward_chunks,
+refresh_cache_on_change([cell_forward, cell_backward, copy_running_rows, peephole_grads, _parts, _split_count,
+                         _gemm_split_count, _split_begin,
+                         _input_rows, _forward_rows, _forward_split, _input_split, lstm_forward, _lstm_forward_chunks,
                          _backward_rows,
                          _weight_grads_part, _backward_split, _weight_grads_split, lstm_backward,
-                         lstm_backward_chunks, copy_steps, rnn_cell_forward,
+                         _lstm_backward_chunks, copy_steps, rnn_cell_forward,
                          rnn_cell_backward, rnn_forward, rnn_backward], [_math.__file__, _blas.__file__])

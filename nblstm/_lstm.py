@@ -77,15 +77,16 @@ class _LSTMBase(Module):
 
     def _peepholes(self, s):
         """(3, H): the rows w_ci, w_cf, w_co of layer-direction `s`, or zeros without peepholes (the same math)."""
-        wp = backends.zeros(self.device, (3, self.hidden_size), self.dtype)
-        if self.peephole:
-            for k, name in enumerate(_PEEPHOLES):
-                backends.copy_into(wp[k], self._params[f"weight_{name}{s}"])
+        if not self.peephole:
+            return self._zeros(3, self.hidden_size)
+        wp = self._scratch(f"wp{s}", 3, self.hidden_size)
+        for k, name in enumerate(_PEEPHOLES):
+            backends.copy_into(backends.row(wp, k), self._params[f"weight_{name}{s}"])
         return wp
 
     def _w_hr(self, arrays, s):
         """weight_hr of `s` from `arrays` (params or grads), or a (0, H) array: no projection."""
-        return arrays[f"weight_hr{s}"] if self.proj_size else self._empty(0, self.hidden_size)
+        return arrays[f"weight_hr{s}"] if self.proj_size else self._zeros(0, self.hidden_size)
 
     _state_sizes = property(lambda self: (self._P, self.hidden_size))     # h (., B, P), c (., B, H)
 
@@ -117,8 +118,9 @@ class _LSTMBase(Module):
         x, h0, c0, G, C, TC, M, y, lens = tape
         T, B, _ = x.shape
         H, P, p, g = self.hidden_size, self._P, self._params, self.grads
-        db = backends.zeros(self.device, (4 * H,), self.dtype)
-        dwp = backends.zeros(self.device, (3 if self.peephole else 0, H), self.dtype)
+        db, dwp = self._scratch("db", 4 * H), self._scratch("dwp", 3 if self.peephole else 0, H)
+        backends.fill_zeros(db)
+        backends.fill_zeros(dwp)
         n = T if self.proj_size else 0              # the projection's scratch
         dx = self._empty(*x.shape)
         self._kernels.lstm_backward(dx, dh0, dc0, g[f"weight_ih{s}"], g[f"weight_hh{s}"], db, dwp, self._w_hr(g, s),
@@ -131,7 +133,7 @@ class _LSTMBase(Module):
             backends.add_into(g[f"bias_hh{s}"], db)
         if self.peephole:
             for k, name in enumerate(_PEEPHOLES):
-                backends.add_into(g[f"weight_{name}{s}"], dwp[k])
+                backends.add_into(g[f"weight_{name}{s}"], backends.row(dwp, k))
         return dx
 
     def _state(self, state, name, B, n=None):
@@ -140,7 +142,7 @@ class _LSTMBase(Module):
         if n is not None:
             shapes = [(n, *sh) for sh in shapes]
         if state is None:
-            return tuple(backends.zeros(self.device, sh, self.dtype) for sh in shapes)
+            return tuple(self._zeros(*sh) for sh in shapes)
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             raise ValueError(f"{name}: expected a pair (h, c) of arrays of shapes {shapes[0]} and {shapes[1]}, got "
                              f"{type(state).__name__}")

@@ -70,9 +70,11 @@ class Module:
     def _bias(self, s):
         """A recurrent layer's one bias vector, b_ih + b_hh of layer-direction `s` (zeros with ``bias=False``), as
         the kernels take it: its length is that of weight_hh's rows (LSTM 4H, RNN H)."""
+        n = self._params[f"weight_hh{s}"].shape[0]
         if not self.bias:
-            return backends.zeros(self.device, (self._params[f"weight_hh{s}"].shape[0],), self.dtype)
-        b = backends.copy(self._params[f"bias_ih{s}"])
+            return self._zeros(n)
+        b = self._scratch(f"bias{s}", n)
+        backends.copy_into(b, self._params[f"bias_ih{s}"])
         backends.add_into(b, self._params[f"bias_hh{s}"])
         return b
 
@@ -93,6 +95,18 @@ class Module:
         if a is None or a.shape != shape:
             a = work[name] = self._empty(*shape)
         return a
+
+    def _const(self, key, make):
+        """The array make() returns, made once per `key` and kept on the object for later calls: only for arrays
+        that nothing writes (zeros in place of an absent state or parameter, the default lengths)."""
+        work = self.__dict__.setdefault("_work", {})
+        if key not in work:
+            work[key] = make()
+        return work[key]
+
+    def _zeros(self, *shape):
+        """Zeros of `shape` that nothing writes (_const)."""
+        return self._const(("zeros",) + shape, lambda: backends.zeros(self.device, shape, self.dtype))
 
     def _take(self, *shape):
         """An array of `shape` (contents undefined): one of the dropped tape's buffers (``_spare``) of that shape if

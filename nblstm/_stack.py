@@ -94,7 +94,8 @@ class _Stacked:
         device, the tuple of final states (L*D, B, n); keeps the tape unless inside no_grad()."""
         T, B = x.shape[:2]
         L, D, P = self.num_layers, self._D, self._P
-        lens = backends.to_device(self.device, _checks.lengths(lengths, B, T))
+        lens = (self._const(("lengths", B, T), lambda: backends.to_device(self.device, _checks.lengths(None, B, T)))
+                if lengths is None else backends.to_device(self.device, _checks.lengths(lengths, B, T)))
         masks = self._masks(dropout_masks, T, B)
         keep = is_grad_enabled()
         # arguments checked: the old tape goes before the new one is built (peak memory), its buffers reused
@@ -113,8 +114,8 @@ class _Stacked:
                 if d:                               # the reverse direction reads each sequence from its end back
                     xin = self._empty(*inp.shape)
                     backends.copy_steps(xin, inp, reverse=True, lengths=lens)
-                y, tape = self._layer_forward(xin, suffixes[k], tuple(a[k] for a in states0),
-                                              tuple(a[k] for a in states_n), keep, lens)
+                y, tape = self._layer_forward(xin, suffixes[k], tuple(backends.row(a, k) for a in states0),
+                                              tuple(backends.row(a, k) for a in states_n), keep, lens)
                 tapes.append(tape)
                 if D == 1:
                     out = y
@@ -144,8 +145,8 @@ class _Stacked:
                 if D == 2:                          # this direction's part of dL/dy, in its own time order
                     dyd = self._empty(T, B, P)
                     backends.copy_steps(dyd, dout, a_col=d * P, n=P, reverse=bool(d), lengths=lens)
-                dx = self._layer_backward(tapes[k], dyd, suffixes[k], tuple(a[k] for a in dstates_n),
-                                          tuple(a[k] for a in dstates0))
+                dx = self._layer_backward(tapes[k], dyd, suffixes[k], tuple(backends.row(a, k) for a in dstates_n),
+                                          tuple(backends.row(a, k) for a in dstates0))
                 if d == 0:
                     dinp = dx
                 else:                               # both directions read the same input: their gradients add

@@ -89,10 +89,18 @@ def copy(a):
 
 def copy_into(dst, src):
     """dst[...] = src, where src is a host array of dst's shape and dtype, or an array on dst's device."""
-    if is_device_array(dst):
+    if is_device_array(dst) and hasattr(src, "copy_to_host"):
+        kernels("cuda").copy_into(dst, src)     # queued on the device's stream
+    elif is_device_array(dst):
         dst.copy_to_device(src if is_device_array(src) else np.ascontiguousarray(src, dst.dtype))
     else:
         dst[...] = to_host(src)
+
+
+def row(a, k):
+    """a[k], a view of the first axis' entry k, of an array of either kind (kernels/cuda.py's row() for device
+    arrays: numba-cuda's general indexing costs tens of microseconds of host time)."""
+    return kernels("cuda").row(a, k) if hasattr(a, "copy_to_host") else a[k]
 
 
 def add_into(out, a):

@@ -150,28 +150,53 @@ def _run_layer(K, p, act, keep):
 @given(testing.lstm_shapes(3, 9, 3, 9), testing.float_dtypes(), st.sampled_from([0, 1]), testing.variants(),
        st.booleans(), st.sampled_from([3, 256]), testing.seeds())
 def test_persistent_kernels_equal_the_launch_per_step_loop(shape, dtype, act, variant, keep, threads, seed):
-    """lstm_steps / lstm_backward_steps (one launch for the whole time loop, used for small B * H) give exactly the
-    numbers of the loop of per-step launches, for every option (peepholes, a projection, lengths, no tape); each path
-    runs what it should (the persistent one no per-step kernel). With a block of 3 threads every thread loops over
-    several units in each phase of a step; batches up to 9 span three groups of the products' ROWS = 4 rows, the last
-    one partial."""
+    """lstm_steps / lstm_backward_steps (one launch for the whole time loop, used for small B * H) give the numbers
+    of the loop of per-step launches, for every option (peepholes, a projection, lengths, no tape): exactly with
+    SPLIT_MAX = 1 (every sum in the gemm's order), within float tolerance when several threads share a product's
+    sums (the default; with blocks of 256 threads and K >= 16 they do); each path runs what it should (the
+    persistent one no per-step kernel). With a block of 3 threads every thread loops over several units in each
+    phase of a step; batches up to 9 span three groups of the products' ROWS = 4 rows, the last one partial."""
     from test_kernels import _problem
     K = backends.kernels("cuda")
     p = _problem(*shape, dtype, seed % 2**31, **variant)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(K, "PERSISTENT_MAX_UNITS", 0)
         looped, loop_kernels = _run_layer(K, p, act, keep)
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(K, "THREADS", threads)
-        block = min(threads, 64)
-        assert K._grid(48) == (((48 + block - 1) // block,), (block,))
-        persistent, persistent_kernels = _run_layer(K, p, act, keep)
+    runs = {}
+    for split in (1, K.SPLIT_MAX):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(K, "THREADS", threads)
+            m.setattr(K, "SPLIT_MAX", split)
+            block = min(threads, 64)
+            assert K._grid(48) == (((48 + block - 1) // block,), (block,))
+            runs[split] = _run_layer(K, p, act, keep)
     per_step = {"cell_forward", "cell_backward", "copy_running_rows"}
     assert "cell_forward" in loop_kernels and "lstm_steps" not in loop_kernels
-    assert "lstm_steps" in persistent_kernels and not per_step & set(persistent_kernels)
-    assert ("lstm_backward_steps" in persistent_kernels) == keep
+    for persistent, persistent_kernels in runs.values():
+        assert "lstm_steps" in persistent_kernels and not per_step & set(persistent_kernels)
+        assert ("lstm_backward_steps" in persistent_kernels) == keep
     for name, want in looped.items():
-        np.testing.assert_array_equal(persistent[name], want, err_msg=name)
+        np.testing.assert_array_equal(runs[1][0][name], want, err_msg=name)
+        testing.assert_close(runs[K.SPLIT_MAX][0][name], want, dtype, name)
+
+
+@needs_cuda
+def test_products_split_their_sums_over_threads(K):
+    """_lanes: S threads per unit of a product, a power of two <= split, >= 8 terms each, within the grid's threads
+    and dividing the block; _steps_grid: one block while every phase fits in one, its threads for the split sums."""
+    assert K._lanes(128, 256, 32, 256, 32) == 8          # (100, 1, 32, 32) backward: 32 units of K = 4H = 128
+    assert K._lanes(128, 256, 32, 256, 1) == 1
+    assert K._lanes(32, 256, 128, 256, 32) == 2          # its forward: 128 units of K = 32
+    assert K._lanes(1024, 67584, 4096, 256, 32) == 16    # (100, 64, 256, 256) backward on 264 resident blocks
+    assert K._lanes(1024, 256, 32, 3, 32) == 1           # a block of 3 threads: no power of two > 1 divides it
+    assert K._lanes(15, 256, 1, 256, 32) == 1            # fewer than 16 terms: one thread
+    assert K._steps_grid(32, 32, (128, 32), (32, 32)) == ((1,), (256,))
+    assert K._steps_grid(1, 32, (128, 32), (32, 32)) == ((1,), (128,))
+    assert K._steps_grid(32, 1024, (1024, 64), (256, 64)) == ((32,), (256,))   # 1024 units x 8 threads
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(K, "THREADS", 512)
+        with pytest.raises(ValueError, match="THREADS 512 exceeds"):
+            K._steps_grid(32, 1, (1, 1))
 
 
 @needs_cuda

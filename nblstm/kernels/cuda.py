@@ -218,9 +218,10 @@ def peephole_grads(dwp, dG, C, c0):
 # (tests/test_cuda.py::test_persistent_kernels_equal_the_launch_per_step_loop). The forward reads w_hh and w_hr
 # transposed (copies made per call), so that consecutive threads read consecutive addresses.
 # Used when B * H <= PERSISTENT_MAX_UNITS (a module attribute, read at each call; tests set it to 0 to run the loop).
-# On an H100 they beat the loop at every shape benchmarks/bench_cuda.py times, up to B * H = 2^18 (1.5x at
-# (100, 256, 1024, 1024), 53x at (1000, 1, 32, 32): benchmarks/results/2026-11-24-cuda-h100.md); larger is unmeasured.
-PERSISTENT_MAX_UNITS = 1 << 18
+# On an H100 they beat the loop at every shape benchmarks/bench_cuda.py times up to B * H = 2^17 (1.7x at
+# (50, 128, 1024, 1024), 164x at (1000, 1, 32, 32)); at 2^18, (100, 256, 1024, 1024), the loop took 253 ms and
+# these 290 (benchmarks/results/2026-11-24-cuda-h100.md, "Split products"): the loop runs from there on.
+PERSISTENT_MAX_UNITS = 1 << 17
 SPLIT_MAX = 32                              # at most this many threads share one unit of a product (_lanes; read at
 #                                             each call; tests set it to 1 for sums in the gemm's order)
 PART_THREADS = 256                          # the persistent kernels' blocks have at most this many threads (_steps_grid)
@@ -262,6 +263,15 @@ def _dot_rows(a, b0, w, k, lane, S):
     s0 = s1 = s2 = s3 = a.dtype.type(0.0)
     K = a.shape[1]
     p = lane
+    if r0 == last:                          # one row (B = 1, or the last group's only one): its sums alone, in
+        while p + 7 * S < K:                # the same order (a step at B = 1 spent most of its instructions on
+            s0 = _acc8(s0, a, r0, p, S, w[p, k], w[p + S, k], w[p + 2 * S, k], w[p + 3 * S, k],    # copies)
+                       w[p + 4 * S, k], w[p + 5 * S, k], w[p + 6 * S, k], w[p + 7 * S, k])
+            p += 8 * S
+        while p < K:
+            s0 += a[r0, p] * w[p, k]
+            p += S
+        return s0, s0, s0, s0
     while p + 7 * S < K:
         w0, w1, w2, w3 = w[p, k], w[p + S, k], w[p + 2 * S, k], w[p + 3 * S, k]
         w4, w5, w6, w7 = w[p + 4 * S, k], w[p + 5 * S, k], w[p + 6 * S, k], w[p + 7 * S, k]
@@ -304,26 +314,40 @@ def _put_rows(out, b0, k, s0, s1, s2, s3, lengths, t, running_only):
 
 
 @cuda.jit(device=True)
-def _product(out, out_running, out2, a, w, lengths, t, split, part):
+def _plan(B, K, N, split):
+    """This thread's share of a product (B, K) @ (K, N) in the persistent kernels, the same at every step (computed
+    once, before the time loop: 64-bit integer divisions cost tens of instructions each on a GPU, and at B = 1 a
+    step's divisions were most of its work): (S, lane, its unit's index in the block, units per block and round,
+    units per round, the first unit, rounds, units, that unit's row group and column)."""
+    units = _row_groups_dev(B) * N
+    block = cuda.blockDim.x
+    S = _lanes_dev(K, block * cuda.gridDim.x, units, block, split)
+    per_block = block // S                  # units per block and round; thread tb: unit tb % per_block, lane tb // ..
+    lane = cuda.threadIdx.x // per_block
+    ub = cuda.threadIdx.x - lane * per_block
+    stride = cuda.gridDim.x * per_block
+    u0 = cuda.blockIdx.x * per_block + ub
+    uc = min(u0, units - 1)
+    g0 = uc // N
+    return S, lane, ub, per_block, stride, u0, (units + stride - 1) // stride, units, g0, uc - g0 * N
+
+
+@cuda.jit(device=True)
+def _product(out, out_running, out2, a, w, lengths, t, plan, part):
     """out = a @ w (a (B, K), w (K, N), out (B, N)): every row, or (out_running) only the rows of sequences running
     at step t; the same values also into out2's running rows when out2 has rows (the forward projection's h_n).
-    The grid's threads take the units (ROWS rows, one column) of the product, S threads per unit (_lanes); each of
-    them sums every S-th term (_dot_rows) into the shared `part` (ROWS, block), then the unit's first thread adds
-    the S shares in lane order and stores. Every thread runs the same number of rounds (two syncthreads each)."""
+    The grid's threads take the units (ROWS rows, one column) of the product, S threads per unit (_lanes, _plan);
+    each of them sums every S-th term (_dot_rows) into the shared `part` (ROWS, block), then the unit's first thread
+    adds the S shares in lane order and stores. Every thread runs the same number of rounds (two syncthreads each)."""
+    S, lane, ub, per_block, stride, u0, rounds, units, g, k = plan
     N = out.shape[1]
-    units = _row_groups_dev(a.shape[0]) * N
-    block = cuda.blockDim.x
-    S = _lanes_dev(a.shape[1], block * cuda.gridDim.x, units, block, split)
-    per_block = block // S                  # units per block and round; thread tb: unit tb % per_block, lane tb // ..
     tb = cuda.threadIdx.x
-    lane = tb // per_block
-    ub = tb - lane * per_block
-    stride = cuda.gridDim.x * per_block
-    for r in range((units + stride - 1) // stride):
-        u = r * stride + cuda.blockIdx.x * per_block + ub
-        uc = min(u, units - 1)              # past the last unit: compute a real one, store nothing
-        g = uc // N
-        k = uc - g * N
+    for r in range(rounds):
+        u = u0 + r * stride
+        if r > 0:                           # past the last unit: compute a real one, store nothing
+            uc = min(u, units - 1)
+            g = uc // N
+            k = uc - g * N
         s0, s1, s2, s3 = _dot_rows(a, g * ROWS, w, k, lane, S)
         if S > 1:
             part[0, tb] = s0
@@ -343,6 +367,27 @@ def _product(out, out_running, out2, a, w, lengths, t, split, part):
                 _put_rows(out2, g * ROWS, k, s0, s1, s2, s3, lengths, t, True)
         if S > 1:
             cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def _slot(t, n, T):
+    """t % n for a tape of n = T, 2 or 1 steps (the no-tape forward keeps 2 or 1), without a division for those."""
+    if n >= T:
+        return t
+    if n == 2:
+        return t & 1
+    if n == 1:
+        return 0
+    return t % n
+
+
+@cuda.jit(device=True)
+def _unit(u, tid, b0, j0, H):
+    """(b, j) of unit u = b * H + j; (b0, j0) are those of u = tid, the thread's first unit (computed once)."""
+    if u == tid:
+        return b0, j0
+    b = u // H
+    return b, u - b * H
 
 
 @cuda.jit(device=True)
@@ -431,17 +476,21 @@ def lstm_steps(y, h_n, G, C, TC, M, hw, c0, w_hhT, w_hrT, wp, lengths, act, spli
     grid = cuda.cg.this_grid()                  # (in the kernel itself: numba-cuda then launches it cooperatively)
     part = cuda.shared.array((ROWS, PART_THREADS), dtype=G.dtype)
     tid, n, one_block = _grid_work()
+    b0, j0 = tid // H, tid % H                  # the thread's first unit of the pointwise step
+    plan_hh = _plan(B, P, H4, split)
+    plan_hr = _plan(B, H, P, split)
     for t in range(T):
-        _product(hw, False, hw[:0], h_n, w_hhT, lengths, t, split, part)     # hw = h_{t-1} @ w_hh^T
+        _product(hw, False, hw[:0], h_n, w_hhT, lengths, t, plan_hh, part)     # hw = h_{t-1} @ w_hh^T
         _barrier(grid, one_block)
-        c_prev = c0 if t == 0 else C[(t - 1) % nC]
-        m = M[t % nM] if proj else y[t]         # without a projection m is h_t, y[t] itself
+        c_prev = c0 if t == 0 else C[_slot(t - 1, nC, T)]
+        m = M[_slot(t, nM, T)] if proj else y[t]    # without a projection m is h_t, y[t] itself
+        Gt, Ct, TCt = G[t], C[_slot(t, nC, T)], TC[_slot(t, nT, T)]
         for u in range(tid, B * H, n):          # the pointwise step; without a projection m and h_n are h_t
-            _forward_unit(G[t], C[t % nC], TC[t % nT], m, m if proj else h_n, hw, c_prev, wp, lengths, t, act,
-                          u // H, u % H)
+            b, j = _unit(u, tid, b0, j0, H)
+            _forward_unit(Gt, Ct, TCt, m, m if proj else h_n, hw, c_prev, wp, lengths, t, act, b, j)
         _barrier(grid, one_block)
         if proj:                                # h_t = m w_hr^T into y, and the running state of running rows
-            _product(y[t], False, h_n, m, w_hrT, lengths, t, split, part)
+            _product(y[t], False, h_n, m, w_hrT, lengths, t, plan_hr, part)
             _barrier(grid, one_block)
 
 
@@ -463,23 +512,27 @@ def lstm_backward_steps(dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, le
     grid = cuda.cg.this_grid()
     part = cuda.shared.array((ROWS, PART_THREADS), dtype=G.dtype)
     tid, n, one_block = _grid_work()
+    b0, j0, bp, qp = tid // H, tid % H, tid // P, tid % P     # the thread's first unit of the pointwise phases
+    plan_hr = _plan(B, P, H, split)
+    plan_hh = _plan(B, H4, P, split)
     for t in range(T - 1, -1, -1):
         for u in range(tid, B * P, n):          # dL/dh_t += dy_t for the running sequences
-            b = u // P
-            q = u - b * P
+            b, q = _unit(u, tid, bp, qp, P)
             if t < lengths[b]:
                 dh[b, q] += dy[t, b, q]
             if proj:
                 dH[t, b, q] = dh[b, q]
         _barrier(grid, one_block)
         if proj:                                # dL/dm_t = dL/dh_t @ w_hr
-            _product(dm, False, dm[:0], dh, w_hr, lengths, t, split, part)
+            _product(dm, False, dm[:0], dh, w_hr, lengths, t, plan_hr, part)
             _barrier(grid, one_block)
         c_prev = c0 if t == 0 else C[t - 1]
+        dGt, Gt, TCt = dG[t], G[t], TC[t]
         for u in range(tid, B * H, n):
-            _backward_unit(dG[t], dc, dm if proj else dh, G[t], c_prev, TC[t], wp, lengths, t, act, u // H, u % H)
+            b, j = _unit(u, tid, b0, j0, H)
+            _backward_unit(dGt, dc, dm if proj else dh, Gt, c_prev, TCt, wp, lengths, t, act, b, j)
         _barrier(grid, one_block)
-        _product(dh, True, dh[:0], dG[t], w_hh, lengths, t, split, part)   # dL/dh_{t-1} = dG_t @ w_hh, running rows
+        _product(dh, True, dh[:0], dGt, w_hh, lengths, t, plan_hh, part)   # dL/dh_{t-1} = dG_t @ w_hh, running rows
         _barrier(grid, one_block)
 
 

@@ -220,7 +220,8 @@ def peephole_grads(dwp, dG, C, c0):
 # Used when B * H <= PERSISTENT_MAX_UNITS (a module attribute, read at each call; tests set it to 0 to run the loop).
 # On an H100 they beat the loop at every shape benchmarks/bench_cuda.py times up to B * H = 2^17 (1.7x at
 # (50, 128, 1024, 1024), 164x at (1000, 1, 32, 32)); at 2^18, (100, 256, 1024, 1024), the loop took 253 ms and
-# these 290 (benchmarks/results/2026-11-24-cuda-h100.md, "Split products"): the loop runs from there on.
+# these 290 (benchmarks/results/2026-11-24-cuda-h100.md, "Split products"; on another machine 273 against the
+# loop's 293: undecided, so the loop, which was not changed, runs from there on).
 PERSISTENT_MAX_UNITS = 1 << 17
 SPLIT_MAX = 32                              # at most this many threads share one unit of a product (_lanes; read at
 #                                             each call; tests set it to 1 for sums in the gemm's order)
@@ -317,19 +318,19 @@ def _put_rows(out, b0, k, s0, s1, s2, s3, lengths, t, running_only):
 def _plan(B, K, N, split):
     """This thread's share of a product (B, K) @ (K, N) in the persistent kernels, the same at every step (computed
     once, before the time loop: 64-bit integer divisions cost tens of instructions each on a GPU, and at B = 1 a
-    step's divisions were most of its work): (S, lane, its unit's index in the block, units per block and round,
-    units per round, the first unit, rounds, units, that unit's row group and column)."""
+    step's divisions were most of its work): (S, lane, units per block and round, rounds, the first unit's row group
+    and column), int32 (two plans stay live through the time loop; the kernels are short of registers: ncu read 186
+    and 255 per thread at (100, 64, 256, 256), one 256-thread block per SM)."""
     units = _row_groups_dev(B) * N
     block = cuda.blockDim.x
     S = _lanes_dev(K, block * cuda.gridDim.x, units, block, split)
     per_block = block // S                  # units per block and round; thread tb: unit tb % per_block, lane tb // ..
     lane = cuda.threadIdx.x // per_block
-    ub = cuda.threadIdx.x - lane * per_block
     stride = cuda.gridDim.x * per_block
-    u0 = cuda.blockIdx.x * per_block + ub
-    uc = min(u0, units - 1)
+    uc = min(cuda.blockIdx.x * per_block + cuda.threadIdx.x - lane * per_block, units - 1)
     g0 = uc // N
-    return S, lane, ub, per_block, stride, u0, (units + stride - 1) // stride, units, g0, uc - g0 * N
+    return (np.int32(S), np.int32(lane), np.int32(per_block), np.int32((units + stride - 1) // stride),
+            np.int32(g0), np.int32(uc - g0 * N))
 
 
 @cuda.jit(device=True)
@@ -339,9 +340,13 @@ def _product(out, out_running, out2, a, w, lengths, t, plan, part):
     The grid's threads take the units (ROWS rows, one column) of the product, S threads per unit (_lanes, _plan);
     each of them sums every S-th term (_dot_rows) into the shared `part` (ROWS, block), then the unit's first thread
     adds the S shares in lane order and stores. Every thread runs the same number of rounds (two syncthreads each)."""
-    S, lane, ub, per_block, stride, u0, rounds, units, g, k = plan
+    S, lane, per_block, rounds, g, k = plan
     N = out.shape[1]
+    units = _row_groups_dev(a.shape[0]) * N
     tb = cuda.threadIdx.x
+    ub = tb - lane * per_block
+    stride = cuda.gridDim.x * per_block
+    u0 = cuda.blockIdx.x * per_block + ub
     for r in range(rounds):
         u = u0 + r * stride
         if r > 0:                           # past the last unit: compute a real one, store nothing
@@ -476,7 +481,7 @@ def lstm_steps(y, h_n, G, C, TC, M, hw, c0, w_hhT, w_hrT, wp, lengths, act, spli
     grid = cuda.cg.this_grid()                  # (in the kernel itself: numba-cuda then launches it cooperatively)
     part = cuda.shared.array((ROWS, PART_THREADS), dtype=G.dtype)
     tid, n, one_block = _grid_work()
-    b0, j0 = tid // H, tid % H                  # the thread's first unit of the pointwise step
+    b0, j0 = np.int32(tid // H), np.int32(tid % H)     # the thread's first unit of the pointwise step
     plan_hh = _plan(B, P, H4, split)
     plan_hr = _plan(B, H, P, split)
     for t in range(T):
@@ -512,7 +517,7 @@ def lstm_backward_steps(dh, dc, dG, dH, dm, dy, G, C, TC, c0, w_hh, wp, w_hr, le
     grid = cuda.cg.this_grid()
     part = cuda.shared.array((ROWS, PART_THREADS), dtype=G.dtype)
     tid, n, one_block = _grid_work()
-    b0, j0, bp, qp = tid // H, tid % H, tid // P, tid % P     # the thread's first unit of the pointwise phases
+    b0, j0, bp, qp = np.int32(tid // H), np.int32(tid % H), np.int32(tid // P), np.int32(tid % P)   # first units
     plan_hr = _plan(B, P, H, split)
     plan_hh = _plan(B, H4, P, split)
     for t in range(T - 1, -1, -1):

@@ -78,7 +78,7 @@ class _LSTMBase(Module):
     def _peepholes(self, s):
         """(3, H): the rows w_ci, w_cf, w_co of layer-direction `s`, or zeros without peepholes (the same math)."""
         if not self.peephole:
-            return self._zeros(3, self.hidden_size)
+            return self._const_zeros(3, self.hidden_size)
         wp = self._scratch(f"wp{s}", 3, self.hidden_size)
         for k, name in enumerate(_PEEPHOLES):
             backends.copy_into(backends.row(wp, k), self._params[f"weight_{name}{s}"])
@@ -86,7 +86,7 @@ class _LSTMBase(Module):
 
     def _w_hr(self, arrays, s):
         """weight_hr of `s` from `arrays` (params or grads), or a (0, H) array: no projection."""
-        return arrays[f"weight_hr{s}"] if self.proj_size else self._zeros(0, self.hidden_size)
+        return arrays[f"weight_hr{s}"] if self.proj_size else self._const_zeros(0, self.hidden_size)
 
     _state_sizes = property(lambda self: (self._P, self.hidden_size))     # h (., B, P), c (., B, H)
 
@@ -142,7 +142,7 @@ class _LSTMBase(Module):
         if n is not None:
             shapes = [(n, *sh) for sh in shapes]
         if state is None:
-            return tuple(self._zeros(*sh) for sh in shapes)
+            return tuple(self._const_zeros(*sh) for sh in shapes)
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             raise ValueError(f"{name}: expected a pair (h, c) of arrays of shapes {shapes[0]} and {shapes[1]}, got "
                              f"{type(state).__name__}")

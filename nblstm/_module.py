@@ -1,4 +1,6 @@
 """What every nblstm object shares: named parameters, their gradients, device, state_dict, zero_grad, repr."""
+import math
+
 import numpy as np
 
 from . import _checks, backends
@@ -72,7 +74,7 @@ class Module:
         the kernels take it: its length is that of weight_hh's rows (LSTM 4H, RNN H)."""
         n = self._params[f"weight_hh{s}"].shape[0]
         if not self.bias:
-            return self._zeros(n)
+            return self._const_zeros(n)
         b = self._scratch(f"bias{s}", n)
         backends.copy_into(b, self._params[f"bias_ih{s}"])
         backends.add_into(b, self._params[f"bias_hh{s}"])
@@ -96,17 +98,28 @@ class Module:
             a = work[name] = self._empty(*shape)
         return a
 
-    def _const(self, key, make):
-        """The array make() returns, made once per `key` and kept on the object for later calls: only for arrays
-        that nothing writes (zeros in place of an absent state or parameter, the default lengths)."""
+    def _const_zeros(self, *shape):
+        """Zeros of `shape` that nothing may write (in place of an absent state, bias, peepholes or projection): a
+        view of one zero buffer kept on the object, replaced by a larger one when a call needs more (so serving
+        many batch sizes keeps one buffer, not one per shape)."""
         work = self.__dict__.setdefault("_work", {})
-        if key not in work:
-            work[key] = make()
-        return work[key]
+        size = math.prod(shape)
+        if size == 0:                           # (0, H): no projection; one per shape the model has
+            if ("empty",) + shape not in work:
+                work[("empty",) + shape] = backends.empty(self.device, shape, self.dtype)
+            return work[("empty",) + shape]
+        buf = work.get("zeros")
+        if buf is None or buf.shape[0] < size:
+            buf = work["zeros"] = backends.zeros(self.device, (max(size, 1),), self.dtype)
+        return backends.rows(buf, 0, size).reshape(shape)
 
-    def _zeros(self, *shape):
-        """Zeros of `shape` that nothing writes (_const)."""
-        return self._const(("zeros",) + shape, lambda: backends.zeros(self.device, shape, self.dtype))
+    def _default_lengths(self, B, T):
+        """lengths (B,) all T, on the device, kept for the next call of the same B and T (nothing writes them)."""
+        work = self.__dict__.setdefault("_work", {})
+        if work.get("lengths_BT") != (B, T):
+            work["lengths"] = backends.to_device(self.device, _checks.lengths(None, B, T))
+            work["lengths_BT"] = (B, T)
+        return work["lengths"]
 
     def _take(self, *shape):
         """An array of `shape` (contents undefined): one of the dropped tape's buffers (``_spare``) of that shape if

@@ -94,8 +94,8 @@ class _Stacked:
         device, the tuple of final states (L*D, B, n); keeps the tape unless inside no_grad()."""
         T, B = x.shape[:2]
         L, D, P = self.num_layers, self._D, self._P
-        lens = (self._const(("lengths", B, T), lambda: backends.to_device(self.device, _checks.lengths(None, B, T)))
-                if lengths is None else backends.to_device(self.device, _checks.lengths(lengths, B, T)))
+        lens = (self._default_lengths(B, T) if lengths is None
+                else backends.to_device(self.device, _checks.lengths(lengths, B, T)))
         masks = self._masks(dropout_masks, T, B)
         keep = is_grad_enabled()
         # arguments checked: the old tape goes before the new one is built (peak memory), its buffers reused

@@ -103,6 +103,11 @@ def row(a, k):
     return kernels("cuda").row(a, k) if hasattr(a, "copy_to_host") else a[k]
 
 
+def rows(a, k0, k1):
+    """a[k0:k1], a view, of an array of either kind (as row)."""
+    return kernels("cuda").row(a, k0, k1) if hasattr(a, "copy_to_host") else a[k0:k1]
+
+
 def add_into(out, a):
     """out += a, both on one device."""
     if is_device_array(out):

@@ -153,6 +153,24 @@ def test_backward_accumulates_until_zero_grad(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_kept_zeros_and_lengths_stay_few_and_zero(device):
+    """The zero states, biases and default lengths kept between calls (Module._const_zeros, _default_lengths): one
+    buffer and one lengths array however many batch sizes and lengths a model serves, still zero after training
+    steps, and calls with and without given state / lengths agree."""
+    lstm = nblstm.LSTM(3, 4, num_layers=2, bias=False, seed=0, device=device)
+    for B in range(1, 9):
+        for T in (2, 5):
+            x = testing.random_array((T, B, 3), np.float32, B + T)
+            y, (h, c) = lstm(x)
+            lstm.backward(np.ones_like(y))
+            y2, _ = lstm(x, (np.zeros_like(h), np.zeros_like(c)), lengths=[T] * B)
+            np.testing.assert_array_equal(y2, y)
+    assert len(lstm._work["zeros"].shape) == 1 and lstm._work["lengths_BT"] == (8, 5)
+    assert not backends.to_host(lstm._work["zeros"]).any()
+    assert len([k for k in lstm._work if "zeros" in str(k) or "lengths" in str(k)]) == 3
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_returned_y_is_not_the_tape(device):
     """Editing the returned y in place must not change what backward computes."""
     lstm = nblstm.LSTM(2, 3, dtype=np.float64, seed=0, device=device)

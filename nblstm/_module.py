@@ -110,8 +110,8 @@ class Module:
             return work[("empty",) + shape]
         buf = work.get("zeros")
         if buf is None or buf.shape[0] < size:
-            buf = work["zeros"] = backends.zeros(self.device, (max(size, 1),), self.dtype)
-        return backends.rows(buf, 0, size).reshape(shape)
+            buf = work["zeros"] = backends.zeros(self.device, (size,), self.dtype)
+        return backends.row(buf, 0, size).reshape(shape)
 
     def _default_lengths(self, B, T):
         """lengths (B,) all T, on the device, kept for the next call of the same B and T (nothing writes them)."""

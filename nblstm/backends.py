@@ -97,15 +97,12 @@ def copy_into(dst, src):
         dst[...] = to_host(src)
 
 
-def row(a, k):
-    """a[k], a view of the first axis' entry k, of an array of either kind (kernels/cuda.py's row() for device
-    arrays: numba-cuda's general indexing costs tens of microseconds of host time)."""
-    return kernels("cuda").row(a, k) if hasattr(a, "copy_to_host") else a[k]
-
-
-def rows(a, k0, k1):
-    """a[k0:k1], a view, of an array of either kind (as row)."""
-    return kernels("cuda").row(a, k0, k1) if hasattr(a, "copy_to_host") else a[k0:k1]
+def row(a, k0, k1=None):
+    """a[k0] (k1 None) or a[k0:k1], a view of the first axis, of an array of either kind (kernels/cuda.py's row()
+    for device arrays: numba-cuda's general indexing costs tens of microseconds of host time)."""
+    if hasattr(a, "copy_to_host"):
+        return kernels("cuda").row(a, k0, k1)
+    return a[k0] if k1 is None else a[k0:k1]
 
 
 def add_into(out, a):

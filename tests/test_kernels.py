@@ -150,6 +150,29 @@ def test_layers_from_the_threshold_on_split():
     _check_layer("cpu", (64, 1, 128, 128), np.float32, "tanh", dict(peephole=True, lengths=True), 2)
 
 
+def test_time_chunks_beside_products_match_reference():
+    """A layer whose batch rows are not split (B = 1, or little work a step) runs in time chunks on two of numba's
+    threads from 2 * OVERLAP_MIN_STEPS steps on: chunk c's loop beside the next chunk's input products (forward) or
+    weight gradients (backward). Uneven chunks, peepholes, a projection, variable lengths and both dtypes give the
+    reference's outputs and gradients, and the no-tape forward equals the taped one bit for bit."""
+    threads = numba.get_num_threads()
+    assert threads >= 2, "the chunks need two of numba's threads (CI has two cores)"
+    assert cpu._overlap_chunks(1, 1000) == cpu.OVERLAP_CHUNKS
+    assert cpu._overlap_chunks(1, 3 * cpu.OVERLAP_MIN_STEPS + 1) == 3
+    assert cpu._overlap_chunks(1, 2 * cpu.OVERLAP_MIN_STEPS - 1) == 1 and cpu._overlap_chunks(2, 1000) == 1
+    cases = [((37, 1, 5, 8), np.float64, {}), ((100, 1, 16, 32), np.float32, {}),
+             ((53, 3, 4, 6), np.float64, dict(peephole=True, proj=True, lengths=True)),
+             ((70, 2, 7, 9), np.float32, dict(peephole=True, lengths=True)),
+             ((200, 1, 3, 5), np.float64, dict(proj=True))]
+    for k, (shape, dtype, variant) in enumerate(cases):
+        assert cpu._split_count(shape[1], shape[3], shape[3]) == 1 and cpu._overlap_chunks(1, shape[0]) > 1
+        _check_layer("cpu", shape, dtype, "tanh", variant, 100 + k)
+        p = _problem(*shape, dtype, 100 + k, **variant)
+        taped, untaped = (_run_forward("cpu", p, 0, keep=keep) for keep in (True, False))
+        for name in ("y", "h_n", "c_n"):
+            np.testing.assert_array_equal(untaped[name], taped[name], err_msg=name)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_inference_forward_equals_taped_forward(device):
     """The no-tape path (C two steps long, TC and M one, overwritten) gives bit-identical outputs."""

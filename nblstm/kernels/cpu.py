@@ -73,12 +73,15 @@ def cell_backward(dG, dc, dm, G, c_prev, tc, wp, lengths, t, act):
 @_jit
 def copy_running_rows(out, a, lengths, t, accumulate):
     """out[r] = a[r] (+= when accumulate), both (B, N), for the sequences r still running at step t (t < lengths[r])."""
-    for r in range(out.shape[0]):
-        if t < lengths[r]:
+    for r in range(out.shape[0]):              # explicit loops: `out[r] += a[r]` took 42 ns a step at (B, P) = (1, 32),
+        if t < lengths[r]:                      # these 4 (measured)
+            o, s = out[r], a[r]
             if accumulate:
-                out[r] += a[r]
+                for j in range(o.shape[0]):
+                    o[j] += s[j]
             else:
-                out[r] = a[r]
+                for j in range(o.shape[0]):
+                    o[j] = s[j]
 
 
 @_jit
@@ -107,6 +110,8 @@ def peephole_grads(dwp, dG, C, c0):
 # count is not restored.
 SPLIT_MIN_WORK = 1 << 15
 GEMM_SPLIT_MIN = 1 << 22
+OVERLAP_CHUNKS = 8
+OVERLAP_MIN_STEPS = 16
 
 
 @_jit
@@ -133,6 +138,16 @@ def _gemm_split_count(n, R, N, K):
 
 
 @_jit
+def _overlap_chunks(n, T):
+    """Time chunks for a layer whose batch rows are not split (n = 1): chunk c's time loop on one of numba's threads
+    beside the input products (forward) or weight gradients (backward) of the chunk after it on another. min(
+    OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS), or 1 (no chunks) with one thread, n > 1, or fewer steps."""
+    if n > 1 or _blas.numba_threads() < 2:
+        return 1
+    return max(1, min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS))
+
+
+@_jit
 def _split_begin(n):
     """Set the BLAS to one thread for work split n ways -> the BLAS's previous thread count, or -1: don't split (n < 2,
     or a BLAS whose thread count cannot be set)."""
@@ -152,16 +167,16 @@ def _input_rows(G2, x2, w_ih, b, r0, r1):
 
 
 @_jit
-def _forward_rows(b0, b1, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act):
-    """The time loop of lstm_forward for batch rows b0:b1, G holding the input products; the recurrent weight w_rec
-    is w_hh (4H, P) when trans, else w_hh^T (P, 4H), C-contiguous either way."""
+def _forward_rows(b0, b1, t0, t1, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act):
+    """Steps t0:t1 of lstm_forward's time loop for batch rows b0:b1, G holding the input products of those steps; the
+    recurrent weight w_rec is w_hh (4H, P) when trans, else w_hh^T (P, 4H), C-contiguous either way."""
     T, B, H4 = G.shape
     P = h_n.shape[1]
     nC, nT, nM = C.shape[0], TC.shape[0], M.shape[0]
     proj = w_hr.shape[0] > 0
     h, hwr, lens = h_n[b0:b1], hw[b0:b1], lengths[b0:b1]
     h_scratch = np.empty((b1 - b0, C.shape[2]), C.dtype) if proj else h     # the pointwise step's h, unused here
-    for t in range(T):
+    for t in range(t0, t1):
         c_prev = c0[b0:b1] if t == 0 else C[(t - 1) % nC, b0:b1]
         # recurrent product h_{t-1} @ w_hh^T of these rows
         _blas.gemm_tiles(b1 - b0, H4, P, h_n, b0 * P, P, w_rec, 0, trans, w_rec.shape[1], hw, b0 * H4, H4)
@@ -181,16 +196,27 @@ def _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengt
     """_forward_rows over all batch rows, in n chunks on numba's threads."""
     B = G.shape[1]
     for s in numba.prange(n):
-        _forward_rows(s * B // n, (s + 1) * B // n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths,
+        _forward_rows(s * B // n, (s + 1) * B // n, 0, G.shape[0], y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths,
                       act)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def _input_split(n, G2, x2, w_ih, b):
-    """_input_rows over all rows of G2, in n chunks on numba's threads."""
-    R = G2.shape[0]
+def _input_split(n, G2, x2, w_ih, b, r0, r1):
+    """_input_rows over rows r0:r1 of G2, in n chunks on numba's threads."""
+    R = r1 - r0
     for s in numba.prange(n):
-        _input_rows(G2, x2, w_ih, b, s * R // n, (s + 1) * R // n)
+        _input_rows(G2, x2, w_ih, b, r0 + s * R // n, r0 + (s + 1) * R // n)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def _forward_overlap(t0, t1, t2, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act, G2, x2, w_ih, b):
+    """Steps t0:t1 of the time loop (all batch rows) on one thread, the input products of steps t1:t2 on another."""
+    B = G.shape[1]
+    for s in numba.prange(2):
+        if s == 0:
+            _forward_rows(0, B, t0, t1, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+        else:
+            _input_rows(G2, x2, w_ih, b, t1 * B, t2 * B)
 
 
 @_jit
@@ -213,24 +239,33 @@ def _lstm_forward_chunks(n, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh,
     trans = H > 128
     w_rec = np.ascontiguousarray(w_hh) if trans else np.ascontiguousarray(w_hh.T)
     m = _gemm_split_count(n, T * B, 4 * H, I)
-    prev = _split_begin(m)                      # > 0: split (then m > 1); n > 1 only ever with m = n
+    K = _overlap_chunks(n, T)
+    prev = _split_begin(max(m, 2) if K > 1 else m)  # > 0: split (then m > 1 or K > 1); n > 1 only ever with m = n
     G2, x2 = G.reshape((T * B, 4 * H)), x.reshape((T * B, I))
-    if prev > 0:                                # the input product of all steps, then the loop
-        _input_split(m, G2, x2, w_ih, b)
+    if prev > 0 and K > 1:                      # time chunks: chunk c's loop beside chunk c+1's input products
+        _input_split(max(m, 2), G2, x2, w_ih, b, 0, T // K * B)
+        for c in range(K - 1):
+            _forward_overlap(c * T // K, (c + 1) * T // K, (c + 2) * T // K, y, h_n, C, TC, M, G, hw, c0, w_rec,
+                             trans, wp, w_hr, lengths, act, G2, x2, w_ih, b)
+        _forward_rows(0, B, (K - 1) * T // K, T, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+    elif prev > 0:                              # the input product of all steps, then the loop
+        _input_split(m, G2, x2, w_ih, b, 0, T * B)
+        if n > 1:
+            _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+        else:
+            _forward_rows(0, B, 0, T, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
     else:
         _input_rows(G2, x2, w_ih, b, 0, T * B)
-    if prev > 0 and n > 1:
-        _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
-    else:
-        _forward_rows(0, B, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+        _forward_rows(0, B, 0, T, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
     if prev > 0:
         _blas.blas_threads(prev)
     c_n[:] = C[(T - 1) % C.shape[0]]            # finished rows carried their state to the last step
 
 
 @_jit
-def _backward_rows(b0, b1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act):
-    """The time loop of lstm_backward for batch rows b0:b1: dh0, dc0 hold dh_n, dc_n and carry dL/dh_t, dL/dc_t back."""
+def _backward_rows(b0, b1, t0, t1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act):
+    """Steps t1-1 down to t0 of lstm_backward's time loop for batch rows b0:b1: dh0, dc0 hold dL/dh, dL/dc of step
+    t1-1 (dh_n, dc_n at t1 = T) and carry them back to step t0 - 1."""
     T, B, H4 = dG.shape
     P = dh0.shape[1]
     proj = w_hr.shape[0] > 0
@@ -238,7 +273,7 @@ def _backward_rows(b0, b1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G,
     all_run = T                                 # steps t < all_run have every sequence of these rows running
     for r in range(b0, b1):
         all_run = min(all_run, lengths[r])
-    for t in range(T - 1, -1, -1):
+    for t in range(t1 - 1, t0 - 1, -1):
         copy_running_rows(dh, dy[t, b0:b1], lens, t, True)
         c_prev = c0[b0:b1] if t == 0 else C[t - 1, b0:b1]
         dGt = dG[t, b0:b1]
@@ -256,27 +291,32 @@ def _backward_rows(b0, b1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G,
 
 
 @_jit
-def _weight_grads_part(s, n, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y):
-    """Part s of n of lstm_backward's products after the loop, batched over all steps: rows s/n of dx = dG @ w_ih, and
-    rows s/n of dw_ih += dG^T x, dw_hh += dG^T h_{t-1}, db += column sums of dG, dw_hr += dH^T M. dG is zero past each
-    sequence's end, and where it is not, y[t - 1] is h_{t-1}; M is zero past each sequence's end."""
+def _weight_grads_part(s, n, t0, t1, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y):
+    """Part s of n of lstm_backward's products after the loop, batched over steps t0:t1: rows s/n of those steps' dx
+    = dG @ w_ih, and rows s/n of dw_ih += dG^T x, dw_hh += dG^T h_{t-1}, db += column sums of dG, dw_hr += dH^T M over
+    those steps. dG is zero past each sequence's end, and where it is not, y[t - 1] is h_{t-1}; M is zero past each
+    sequence's end."""
     T, B, I = x.shape
     H4, P = dG.shape[2], h0.shape[1]
-    R = T * B
-    dG2 = dG.reshape((R, H4))
-    r0, r1 = s * R // n, (s + 1) * R // n
+    R0, R1 = t0 * B, t1 * B
+    R = R1 - R0
+    dG2 = dG.reshape((T * B, H4))
+    r0, r1 = R0 + s * R // n, R0 + (s + 1) * R // n
     _blas.gemm(False, False, r1 - r0, I, H4, dG2, r0 * H4, H4, w_ih, 0, I, 0.0, dx, r0 * I, I)
     k0, k1 = s * H4 // n, (s + 1) * H4 // n
-    _blas.gemm(True, False, k1 - k0, I, R, dG2, k0, H4, x, 0, I, 1.0, dw_ih, k0 * I, I)
-    _blas.gemm(True, False, k1 - k0, P, B, dG2, k0, H4, h0, 0, P, 1.0, dw_hh, k0 * P, P)
-    _blas.gemm(True, False, k1 - k0, P, R - B, dG2, B * H4 + k0, H4, y, 0, P, 1.0, dw_hh, k0 * P, P)
-    for r in range(R):
+    _blas.gemm(True, False, k1 - k0, I, R, dG2, R0 * H4 + k0, H4, x, R0 * I, I, 1.0, dw_ih, k0 * I, I)
+    if t0 == 0:                                 # h_{-1} = h0, then y[t - 1]
+        _blas.gemm(True, False, k1 - k0, P, B, dG2, k0, H4, h0, 0, P, 1.0, dw_hh, k0 * P, P)
+        _blas.gemm(True, False, k1 - k0, P, R1 - B, dG2, B * H4 + k0, H4, y, 0, P, 1.0, dw_hh, k0 * P, P)
+    else:
+        _blas.gemm(True, False, k1 - k0, P, R, dG2, R0 * H4 + k0, H4, y, (R0 - B) * P, P, 1.0, dw_hh, k0 * P, P)
+    for r in range(R0, R1):
         for k in range(k0, k1):
             db[k] += dG2[r, k]
     if dw_hr.shape[0] > 0:
         H = dw_hr.shape[1]
         p0, p1 = s * P // n, (s + 1) * P // n
-        _blas.gemm(True, False, p1 - p0, H, R, dH, p0, P, M, 0, H, 1.0, dw_hr, p0 * H, H)
+        _blas.gemm(True, False, p1 - p0, H, R, dH, R0 * P + p0, P, M, R0 * H, H, 1.0, dw_hr, p0 * H, H)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
@@ -284,15 +324,28 @@ def _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, 
     """_backward_rows over all batch rows, in n chunks on numba's threads."""
     B = G.shape[1]
     for s in numba.prange(n):
-        _backward_rows(s * B // n, (s + 1) * B // n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC,
+        _backward_rows(s * B // n, (s + 1) * B // n, 0, G.shape[0], dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC,
                        lengths, act)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def _weight_grads_split(n, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y):
-    """_weight_grads_part 0..n-1 on numba's threads."""
+def _weight_grads_split(n, t0, t1, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y):
+    """_weight_grads_part 0..n-1 of steps t0:t1 on numba's threads."""
     for s in numba.prange(n):
-        _weight_grads_part(s, n, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
+        _weight_grads_part(s, n, t0, t1, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def _backward_overlap(t0, t1, t2, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act, dx,
+                      dw_ih, dw_hh, db, dw_hr, x, h0, w_ih, M, y):
+    """Steps t1-1..t0 of the backward time loop (all batch rows) on one thread, the weight gradients of steps t1:t2
+    on another."""
+    B = G.shape[1]
+    for s in numba.prange(2):
+        if s == 0:
+            _backward_rows(0, B, t0, t1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
+        else:
+            _weight_grads_part(0, 1, t1, t2, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
 
 
 @_jit
@@ -314,16 +367,26 @@ def _lstm_backward_chunks(n, dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH,
     dh0[:] = dh_n                               # dh0, dc0 carry dL/dh_t, dL/dc_t back through time
     dc0[:] = dc_n
     m = _gemm_split_count(n, T * B, dG.shape[2], max(I, h0.shape[1]))
-    prev = _split_begin(m)                      # as in _lstm_forward_chunks
-    if prev > 0 and n > 1:
-        _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
-    else:
-        _backward_rows(0, B, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
-    if prev > 0:
-        _weight_grads_split(m, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
+    K = _overlap_chunks(n, T)
+    prev = _split_begin(max(m, 2) if K > 1 else m)  # as in _lstm_forward_chunks
+    if prev > 0 and K > 1:                      # time chunks, last first: chunk c's loop beside chunk c+1's products
+        _backward_rows(0, B, (K - 1) * T // K, T, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC,
+                       lengths, act)
+        for c in range(K - 2, -1, -1):
+            _backward_overlap(c * T // K, (c + 1) * T // K, (c + 2) * T // K, dh0, dc0, dG, dH, dm, dhw, dy, c0,
+                              w_hh, wp, w_hr, G, C, TC, lengths, act, dx, dw_ih, dw_hh, db, dw_hr, x, h0, w_ih, M, y)
+        _weight_grads_split(max(m, 2), 0, T // K, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
+        _blas.blas_threads(prev)
+    elif prev > 0:
+        if n > 1:
+            _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
+        else:
+            _backward_rows(0, B, 0, T, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
+        _weight_grads_split(m, 0, T, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
         _blas.blas_threads(prev)
     else:
-        _weight_grads_part(0, 1, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
+        _backward_rows(0, B, 0, T, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
+        _weight_grads_part(0, 1, 0, T, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
     if dwp.shape[0] > 0:
         peephole_grads(dwp, dG, C, c0)
 
@@ -407,9 +470,9 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh
 
 
 refresh_cache_on_change([cell_forward, cell_backward, copy_running_rows, peephole_grads, _parts, _split_count,
-                         _gemm_split_count, _split_begin,
-                         _input_rows, _forward_rows, _forward_split, _input_split, lstm_forward, _lstm_forward_chunks,
+                         _gemm_split_count, _overlap_chunks, _split_begin,
+                         _input_rows, _forward_rows, _forward_split, _input_split, _forward_overlap, lstm_forward, _lstm_forward_chunks,
                          _backward_rows,
-                         _weight_grads_part, _backward_split, _weight_grads_split, lstm_backward,
+                         _weight_grads_part, _backward_split, _weight_grads_split, _backward_overlap, lstm_backward,
                          _lstm_backward_chunks, copy_steps, rnn_cell_forward,
                          rnn_cell_backward, rnn_forward, rnn_backward], [_math.__file__, _blas.__file__])

@@ -27,6 +27,13 @@ def choice(value, name, options):
     return value
 
 
+def fits(a, dtype, shape, axes=None):
+    """True when as_array(a, ., dtype, shape, axes) would return `a` itself: a C-contiguous NumPy array of `dtype`
+    and `shape` (None: any size >= 1), no axes to permute."""
+    return (type(a) is np.ndarray and axes is None and a.dtype == dtype and a.flags.c_contiguous
+            and a.ndim == len(shape) and all(n > 0 and s in (None, n) for s, n in zip(shape, a.shape)))
+
+
 def as_array(a, name, dtype, shape, axes=None):
     """a as a C-contiguous array of `dtype` with the given shape (None in `shape` matches any size >= 1),
     its axes permuted by `axes` (np.transpose's argument) when given.

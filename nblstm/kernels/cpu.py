@@ -33,6 +33,13 @@ def cell_forward(G, c, tc, m, h, hw, c_prev, wp, lengths, t, act):
     B, H = c.shape
     one = G.dtype.type(1.0)
     zero = G.dtype.type(0.0)
+    if B == 1 and t < lengths[0]:               # one running row: indexed in the 2-d arrays, not through row views,
+        for j in range(H):                      # 195 against 290 ns a step at H = 32 (LLVM's checks before the loop)
+            G[0, j], G[0, H + j], G[0, 2 * H + j], G[0, 3 * H + j], c[0, j], tc[0, j], m[0, j] = _unit_forward(
+                G[0, j] + hw[0, j], G[0, H + j] + hw[0, H + j], G[0, 2 * H + j] + hw[0, 2 * H + j],
+                G[0, 3 * H + j] + hw[0, 3 * H + j], c_prev[0, j], wp[0, j], wp[1, j], wp[2, j], act, one, zero)
+            h[0, j] = m[0, j]
+        return
     pi, pf, po = wp[0], wp[1], wp[2]
     for b in range(B):
         cp, cb, tcb, mb, hb = c_prev[b], c[b], tc[b], m[b], h[b]

@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from _common import DEFAULT_SHAPES, parse, parser, set_threads, shape_arg, warn_if_imported_early  # noqa: E402
+from _common import DEFAULT_SHAPES, TIMED_RUNS, parse, parser, set_threads, shape_arg, warn_if_imported_early  # noqa: E402
 
 SECTIONS = ("train", "infer", "gemm", "stacked", "float64", "startup", "cold", "memory", "plot")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,7 +42,7 @@ def config_arg(text):
 
 def _parse(argv):
     p = parser(__doc__, DEFAULT_SHAPES, "fewer repeats and warm-ups, stacked configurations 2 and 1b only, one warm "
-               "start-up run", formatter_class=argparse.RawTextHelpFormatter)
+               "start-up run", repeats=TIMED_RUNS, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--large-shapes", type=shape_arg, nargs="+", default=None, metavar="T,B,I,H",
                    help="shapes of the gemm and stacked sections (default: those of --shapes with H >= 256, else "
                         "the one with the most FLOPs)")

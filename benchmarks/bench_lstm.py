@@ -1,7 +1,7 @@
 """nblstm vs torch.nn.LSTM on the CPU: float32, same weights, same thread count, one process (one layer unless
 --layers / --bidirectional).
 
-    python benchmarks/bench_lstm.py [--threads 2] [--repeats 20] [--quick] [--shapes 100,1,32,32 ...] [--dtype float64]
+    python benchmarks/bench_lstm.py [--threads 2] [--repeats 200] [--quick] [--shapes 100,1,32,32 ...] [--dtype float64]
 
 For each shape (T, B, I, H) it first checks that both give the same outputs and gradients (of x, h0, c0 and
 all four parameters) and skips the shape if not; then it times, after a warm-up, the median over repeats of
@@ -14,11 +14,11 @@ run: benchmarks/bench_all.py, which reuses this file's pieces.
 import os
 import sys
 
-from _common import DEFAULT_SHAPES, DTYPES, parse, parser, set_threads, warn_if_imported_early  # noqa: E402
+from _common import DEFAULT_SHAPES, DTYPES, TIMED_RUNS, parse, parser, set_threads, warn_if_imported_early  # noqa: E402
 
 
 def _parse(argv):
-    p = parser(__doc__, DEFAULT_SHAPES)
+    p = parser(__doc__, DEFAULT_SHAPES, repeats=TIMED_RUNS)
     p.add_argument("--layers", type=int, default=1, help="num_layers of both LSTMs (default 1)")
     p.add_argument("--bidirectional", action="store_true", help="bidirectional LSTMs")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="both libraries (default float32)")

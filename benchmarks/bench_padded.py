@@ -1,6 +1,6 @@
 """Padded batches of variable-length sequences vs full ones: nblstm's `lengths=` against torch's packed sequences.
 
-    python benchmarks/bench_padded.py [--threads 2] [--repeats 20] [--quick] [--shapes 100,32,128,128 ...]
+    python benchmarks/bench_padded.py [--threads 2] [--repeats 200] [--quick] [--shapes 100,32,128,128 ...]
 
 For each shape (T, B, I, H), float32, one layer, the batch's lengths are drawn uniformly from 1..T (the first is
 T) with --seed. After checking that nblstm with lengths gives torch's packed results (outputs, h_n, c_n and every
@@ -13,13 +13,13 @@ and prints padded / full for both libraries (what variable lengths cost) and tor
 """
 import sys
 
-from _common import parse, parser, set_threads, warn_if_imported_early  # noqa: E402
+from _common import TIMED_RUNS, parse, parser, set_threads, warn_if_imported_early  # noqa: E402
 
 SHAPES = [(100, 16, 64, 64), (100, 32, 128, 128), (100, 64, 256, 256)]
 
 
 def _parse(argv):
-    return parse(parser(__doc__, SHAPES), argv)
+    return parse(parser(__doc__, SHAPES, repeats=TIMED_RUNS), argv)
 
 
 ARGS = _parse(sys.argv[1:]) if __name__ == "__main__" else None

@@ -76,8 +76,7 @@ class Module:
         if not self.bias:
             return self._const_zeros(n)
         b = self._scratch(f"bias{s}", n)
-        backends.copy_into(b, self._params[f"bias_ih{s}"])
-        backends.add_into(b, self._params[f"bias_hh{s}"])
+        backends.add(b, self._params[f"bias_ih{s}"], self._params[f"bias_hh{s}"])
         return b
 
     def _empty(self, *shape):
@@ -103,6 +102,9 @@ class Module:
         view of one zero buffer kept on the object, replaced by a larger one when a call needs more (so serving
         many batch sizes keeps one buffer, not one per shape)."""
         work = self.__dict__.setdefault("_work", {})
+        views = work.get("zero_views")
+        if views is not None and shape in views:
+            return views[shape]
         size = math.prod(shape)
         if size == 0:                           # (0, H): no projection; one per shape the model has
             if ("empty",) + shape not in work:
@@ -111,7 +113,11 @@ class Module:
         buf = work.get("zeros")
         if buf is None or buf.shape[0] < size:
             buf = work["zeros"] = backends.zeros(self.device, (size,), self.dtype)
-        return backends.row(buf, 0, size).reshape(shape)
+            views = work["zero_views"] = {}     # views of the buffer replaced
+        elif views is None or len(views) >= 64:     # a few shapes a call, kept for the next calls (0.7 -> 0.2 us)
+            views = work["zero_views"] = {}
+        view = views[shape] = backends.row(buf, 0, size).reshape(shape)
+        return view
 
     def _default_lengths(self, B, T):
         """lengths (B,) all T, on the device, kept for the next call of the same B and T (nothing writes them)."""

@@ -50,6 +50,15 @@ class _Stacked:
     def _D(self):
         return 2 if self.bidirectional else 1
 
+    @property
+    def _suffixes(self):
+        """The parameter suffixes of the layer-directions, in order (_layer_inputs' first items; sizes are fixed at
+        construction, so the list is made once)."""
+        suffixes = self.__dict__.get("_suffix_list")
+        if suffixes is None:
+            suffixes = self.__dict__["_suffix_list"] = [s for s, _ in self._layer_inputs()]
+        return suffixes
+
     def _layer_inputs(self):
         """(suffix, input size) of every layer-direction, in torch's parameter order."""
         D, P = self._D, self._P
@@ -102,7 +111,7 @@ class _Stacked:
         old, self._tape = self._tape, None
         self._spare = [a for tape in (old[1] if old else ()) for a in self._tape_buffers(tape)]
         states_n = tuple(self._empty(L * D, B, n) for n in self._state_sizes)
-        suffixes = [s for s, _ in self._layer_inputs()]
+        suffixes = self._suffixes
         inp, tapes = x, []
         for layer in range(L):
             if layer and masks is not None:
@@ -135,7 +144,7 @@ class _Stacked:
         T, B = x.shape[:2]
         L, D, P = self.num_layers, self._D, self._P
         dstates0 = tuple(self._empty(L * D, B, n) for n in self._state_sizes)
-        suffixes = [s for s, _ in self._layer_inputs()]
+        suffixes = self._suffixes
         dout = dy
         for layer in reversed(range(L)):            # top layer first
             dinp = None

@@ -6,7 +6,7 @@ never imports numba.cuda. The oracle, :mod:`nblstm.reference`, is plain NumPy wi
 tests and benchmarks compare each target against it.
 
 Arrays of device "cpu" are NumPy arrays; of device "cuda", numba-cuda device arrays. ``empty``, ``zeros`` and
-``to_device`` make arrays for a device; ``to_host``, ``copy``, ``copy_into``, ``add_into``, ``fill_zeros``,
+``to_device`` make arrays for a device; ``to_host``, ``copy``, ``copy_into``, ``add``, ``add_into``, ``fill_zeros``,
 ``copy_steps`` and ``multiply`` work on an array of either kind.
 """
 import importlib
@@ -113,6 +113,15 @@ def add_into(out, a):
         kernels("cuda").add_into(out, a)
     else:
         out += a
+
+
+def add(out, a, b):
+    """out[...] = a + b, all three on one device."""
+    if is_device_array(out):
+        copy_into(out, a)
+        add_into(out, b)
+    else:
+        np.add(a, b, out=out)
 
 
 def fill_zeros(a):

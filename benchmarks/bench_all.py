@@ -1,7 +1,7 @@
 """Every CPU figure of the performance issue in one run: nblstm vs torch.nn.LSTM, same weights, outputs and
 gradients checked equal before anything is timed, medians, the same thread count for both.
 
-    python benchmarks/bench_all.py            # all sections, 6 shapes, 2 threads: ~5 minutes on 2 quiet cores (est.)
+    python benchmarks/bench_all.py            # all sections, 6 shapes, 2 threads: 6.5 minutes on 2 quiet cores
     python benchmarks/bench_all.py --quick    # fewer repeats and configurations: ~2 minutes (est.; 11 at load 6)
 
 Sections (--sections picks some; all by default), in the order printed:

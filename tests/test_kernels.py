@@ -15,7 +15,8 @@ from nblstm.kernels._math import ACTIVATIONS
 
 def _problem(T, B, I, H, dtype, seed, peephole=False, proj=False, lengths=False):
     """Inputs of one layer in `dtype`; weights scaled as torch's init (~1/sqrt(H)) times 2 to reach saturation.
-    P = H, or a drawn 1..H-1 with `proj`; wp zeros without `peephole`; lengths all T unless `lengths`."""
+    P = H, or a drawn 1..H-1 with `proj`; wp zeros without `peephole`; lengths all T, drawn (`lengths` True; the
+    first is T), or the B given ones."""
     r = lambda shape, k, scale=1.0: testing.random_array(shape, dtype, seed + k, scale)
     s = 2.0 / np.sqrt(H)
     P = int(np.random.default_rng(seed).integers(1, H)) if proj and H > 1 else H
@@ -23,7 +24,8 @@ def _problem(T, B, I, H, dtype, seed, peephole=False, proj=False, lengths=False)
                 w_hh=r((4 * H, P), 5, s), b_ih=r((4 * H,), 6, s), b_hh=r((4 * H,), 7, s),
                 wp=r((3, H), 8, s) if peephole else np.zeros((3, H), dtype),
                 w_hr=r((P, H), 9, s) if P < H else np.zeros((0, H), dtype),
-                lengths=testing.random_lengths(B, T, seed) if lengths else np.full(B, T, np.int64))
+                lengths=(np.asarray(lengths, np.int64) if not isinstance(lengths, (bool, np.bool_))
+                         else testing.random_lengths(B, T, seed) if lengths else np.full(B, T, np.int64)))
 
 
 def _reference_forward(p, activation):
@@ -153,19 +155,25 @@ def test_layers_from_the_threshold_on_split():
 def test_time_chunks_beside_products_match_reference():
     """A layer whose batch rows are not split (B = 1, or little work a step) runs in time chunks on two of numba's
     threads from 2 * OVERLAP_MIN_STEPS steps on: chunk c's loop beside the next chunk's input products (forward) or
-    weight gradients (backward). Uneven chunks, peepholes, a projection, variable lengths and both dtypes give the
-    reference's outputs and gradients, and the no-tape forward equals the taped one bit for bit."""
-    threads = numba.get_num_threads()
-    assert threads >= 2, "the chunks need two of numba's threads (CI has two cores)"
-    assert cpu._overlap_chunks(1, 1000) == cpu.OVERLAP_CHUNKS
-    assert cpu._overlap_chunks(1, 3 * cpu.OVERLAP_MIN_STEPS + 1) == 3
+    weight gradients (backward). Uneven chunks, peepholes, a projection, variable lengths (at B = 1 too) and both
+    dtypes give the reference's outputs and gradients, and the no-tape forward equals the taped one bit for bit.
+    With one numba thread (no chunks) the same cases run unchunked."""
+    one = numba.get_num_threads() < 2           # one thread (NUMBA_NUM_THREADS=1): no chunks, the same results
+    assert cpu._overlap_chunks(1, 1000) == (1 if one else cpu.OVERLAP_CHUNKS)
+    assert cpu._overlap_chunks(1, 3 * cpu.OVERLAP_MIN_STEPS + 1) == (1 if one else 3)
     assert cpu._overlap_chunks(1, 2 * cpu.OVERLAP_MIN_STEPS - 1) == 1 and cpu._overlap_chunks(2, 1000) == 1
     cases = [((37, 1, 5, 8), np.float64, {}), ((100, 1, 16, 32), np.float32, {}),
              ((53, 3, 4, 6), np.float64, dict(peephole=True, proj=True, lengths=True)),
              ((70, 2, 7, 9), np.float32, dict(peephole=True, lengths=True)),
-             ((200, 1, 3, 5), np.float64, dict(proj=True))]
+             ((200, 1, 3, 5), np.float64, dict(proj=True)),
+             # B = 1 ending inside a chunk, after the first, or before it starts (frozen state, zero y, all_run < T)
+             ((40, 1, 3, 4), np.float64, dict(peephole=True, lengths=[17])),
+             ((64, 1, 5, 6), np.float32, dict(proj=True, lengths=[33])),
+             ((48, 1, 2, 3), np.float64, dict(lengths=[0]))]
     for k, (shape, dtype, variant) in enumerate(cases):
-        assert cpu._split_count(shape[1], shape[3], shape[3]) == 1 and cpu._overlap_chunks(1, shape[0]) > 1
+        assert cpu._split_count(shape[1], shape[3], shape[3]) == 1
+        assert cpu._overlap_chunks(1, shape[0]) == (1 if one else min(cpu.OVERLAP_CHUNKS,
+                                                                        shape[0] // cpu.OVERLAP_MIN_STEPS))
         _check_layer("cpu", shape, dtype, "tanh", variant, 100 + k)
         p = _problem(*shape, dtype, 100 + k, **variant)
         taped, untaped = (_run_forward("cpu", p, 0, keep=keep) for keep in (True, False))

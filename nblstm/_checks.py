@@ -27,11 +27,16 @@ def choice(value, name, options):
     return value
 
 
+def shape_fits(got, shape):
+    """True when the shape `got` matches `shape`: as many axes, each size as given (None: any size >= 1), none 0."""
+    return len(got) == len(shape) and all(n > 0 and s in (None, n) for s, n in zip(shape, got))
+
+
 def fits(a, dtype, shape, axes=None):
     """True when as_array(a, ., dtype, shape, axes) would return `a` itself: a C-contiguous NumPy array of `dtype`
-    and `shape` (None: any size >= 1), no axes to permute."""
+    and `shape` (shape_fits), no axes to permute."""
     return (type(a) is np.ndarray and axes is None and a.dtype == dtype and a.flags.c_contiguous
-            and a.ndim == len(shape) and all(n > 0 and s in (None, n) for s, n in zip(shape, a.shape)))
+            and shape_fits(a.shape, shape))
 
 
 def as_array(a, name, dtype, shape, axes=None):
@@ -45,7 +50,7 @@ def as_array(a, name, dtype, shape, axes=None):
     arr = np.asarray(a)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a real-valued array (converted to {dtype}), got dtype {arr.dtype}")
-    if arr.ndim != len(shape) or any(n == 0 or s not in (None, n) for s, n in zip(shape, arr.shape)):
+    if not shape_fits(arr.shape, shape):
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
         raise ValueError(f"{name}: expected shape {want} (* any size >= 1), got {arr.shape}")
     return np.ascontiguousarray(arr if axes is None else arr.transpose(axes), dtype=dtype)

@@ -161,8 +161,7 @@ def as_array(device, a, name, dtype, shape, axes=None):
     if device == "cpu" and _checks.fits(a, dtype, shape, axes):   # a NumPy array as it is wanted: no checks, no copy
         return a
     if is_device_array(a) and device != "cpu" and hasattr(a, "copy_to_host") and axes is None \
-            and np.dtype(a.dtype) == dtype and a.is_c_contiguous() and len(a.shape) == len(shape) \
-            and all(n > 0 and s in (None, n) for s, n in zip(shape, a.shape)):
+            and np.dtype(a.dtype) == dtype and a.is_c_contiguous() and _checks.shape_fits(a.shape, shape):
         return a
     return to_device(device, _checks.as_array(to_host(a) if is_device_array(a) else a, name, dtype, shape, axes))
 

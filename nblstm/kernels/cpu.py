@@ -390,17 +390,17 @@ def _lstm_backward_chunks(n, dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH,
             _backward_overlap(c * T // K, (c + 1) * T // K, (c + 2) * T // K, dh0, dc0, dG, dH, dm, dhw, dy, c0,
                               w_hh, wp, w_hr, G, C, TC, lengths, act, dx, dw_ih, dw_hh, db, dw_hr, x, h0, w_ih, M, y)
         _weight_grads_split(max(m, 2), 0, T // K, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
-        _blas.blas_threads(prev)
     elif prev > 0:
         if n > 1:
             _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
         else:
             _backward_rows(0, B, 0, T, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
         _weight_grads_split(m, 0, T, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
-        _blas.blas_threads(prev)
     else:
         _backward_rows(0, B, 0, T, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
         _weight_grads_part(0, 1, 0, T, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
+    if prev > 0:
+        _blas.blas_threads(prev)
     if dwp.shape[0] > 0:
         peephole_grads(dwp, dG, C, c0)
 

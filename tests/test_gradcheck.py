@@ -55,13 +55,16 @@ def test_batch_first_gradients(device):
 
 
 def test_time_chunked_gradients_match_finite_differences():
-    """A B = 1 layer of T >= 2 * OVERLAP_MIN_STEPS steps runs in time chunks on two of numba's threads (cpu.py,
-    _overlap_chunks): its gradients, peepholes and a projection included, against central differences."""
+    """A B = 1 layer with enough work runs its backward in time chunks on two of numba's threads (cpu.py,
+    _overlap_chunks; here 2 chunks of 100 steps): its gradients, peepholes and a projection included, against
+    central differences."""
     from nblstm.kernels import cpu
-    T = 2 * cpu.OVERLAP_MIN_STEPS + 3
-    lstm = nblstm.LSTM(2, 3, proj_size=2, peephole=True, dtype=np.float64, seed=0, forget_bias=1.0)
-    assert cpu._split_count(1, 3, 2) == 1 and (cpu._overlap_chunks(1, T) > 1) == (numba.get_num_threads() > 1)
-    x = testing.random_array((T, 1, 2), np.float64, 3)
+    T, I, H, P = 200, 16, 16, 8
+    lstm = nblstm.LSTM(I, H, proj_size=P, peephole=True, dtype=np.float64, seed=0, forget_bias=1.0)
+    work = T * (4 * H * (2 * I + P) + P * H)    # lstm_backward's weight-gradient and dx products
+    assert cpu._split_count(1, H, P) == 1
+    assert (cpu._overlap_chunks(1, T, work) == 2) == (numba.get_num_threads() > 1)
+    x = testing.random_array((T, 1, I), np.float64, 3)
     errors = nblstm.gradcheck(lstm, x, seed=1, tol=GRAD_TOL)
     assert {"x", "h0", "c0", "weight_ih_l0", "weight_hh_l0", "weight_hr_l0", "weight_ci_l0"} <= set(errors)
     assert max(errors.values()) < GRAD_TOL

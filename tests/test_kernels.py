@@ -40,8 +40,9 @@ _FORWARD_OUT = ("y", "h_n", "c_n", "G", "C", "TC", "M", "hw")
 
 
 def _run_forward(device, p, act, keep=True, chunks=None):
-    """lstm_forward of `device` on problem p, or (cpu) _lstm_forward_chunks with `chunks` row chunks."""
-    name, lead = ("lstm_forward", ()) if chunks is None else ("_lstm_forward_chunks", (chunks,))
+    """lstm_forward of `device` on problem p, or (cpu) _lstm_forward_chunks with `chunks` = (n, K): n row chunks,
+    K time chunks."""
+    name, lead = ("lstm_forward", ()) if chunks is None else ("_lstm_forward_chunks", chunks)
     T, B, _ = p["x"].shape
     P, H = p["w_hh"].shape[1], p["c0"].shape[1]
     dt = p["x"].dtype
@@ -59,10 +60,10 @@ def _run_forward(device, p, act, keep=True, chunks=None):
 
 
 def _check_layer(device, shape, dtype, activation, variant, seed, chunks=None):
-    """lstm_forward and lstm_backward of `device` (with `chunks`: cpu's _lstm_forward_chunks / _lstm_backward_chunks)
-    against reference.lstm_forward / lstm_backward in float64: outputs and every gradient."""
+    """lstm_forward and lstm_backward of `device` (with `chunks` = (n, K): cpu's _lstm_forward_chunks /
+    _lstm_backward_chunks) against reference.lstm_forward / lstm_backward in float64: outputs and every gradient."""
     T, B, I, H = shape
-    name, lead = ("lstm_backward", ()) if chunks is None else ("_lstm_backward_chunks", (chunks,))
+    name, lead = ("lstm_backward", ()) if chunks is None else ("_lstm_backward_chunks", chunks)
     p = _problem(T, B, I, H, dtype, seed % 2**31, **variant)
     P = p["w_hh"].shape[1]
     act = ACTIVATIONS.index(activation)
@@ -108,7 +109,7 @@ def test_row_chunks_on_threads_match_reference():
     @given_on("cpu", shapes("cpu"), testing.float_dtypes(), testing.activations(), testing.variants(),
               testing.seeds(), st.integers(2, 5))
     def check(shape, dtype, activation, variant, seed, chunks):
-        chunks = min(chunks, shape[1])
+        chunks = (min(chunks, shape[1]), 1)
         _check_layer("cpu", shape, dtype, activation, variant, seed, chunks=chunks)
         p = _problem(*shape, dtype, seed % 2**31, **variant)       # the no-tape forward, bit for bit
         act = ACTIVATIONS.index(activation)
@@ -153,15 +154,19 @@ def test_layers_from_the_threshold_on_split():
 
 
 def test_time_chunks_beside_products_match_reference():
-    """A layer whose batch rows are not split (B = 1, or little work a step) runs in time chunks on two of numba's
-    threads from 2 * OVERLAP_MIN_STEPS steps on: chunk c's loop beside the next chunk's input products (forward) or
-    weight gradients (backward). Uneven chunks, peepholes, a projection, variable lengths (at B = 1 too) and both
-    dtypes give the reference's outputs and gradients, and the no-tape forward equals the taped one bit for bit.
-    With one numba thread (no chunks) the same cases run unchunked."""
-    one = numba.get_num_threads() < 2           # one thread (NUMBA_NUM_THREADS=1): no chunks, the same results
-    assert cpu._overlap_chunks(1, 1000) == (1 if one else cpu.OVERLAP_CHUNKS)
-    assert cpu._overlap_chunks(1, 3 * cpu.OVERLAP_MIN_STEPS + 1) == (1 if one else 3)
-    assert cpu._overlap_chunks(1, 2 * cpu.OVERLAP_MIN_STEPS - 1) == 1 and cpu._overlap_chunks(2, 1000) == 1
+    """A layer whose batch rows are not split (B = 1, or little work a step) runs in K time chunks on two of numba's
+    threads (_overlap_chunks: K = min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS, the products' work // OVERLAP_MIN_WORK)):
+    chunk c's loop beside the next chunk's input products (forward) or weight gradients (backward). Given K chunks,
+    uneven ones, peepholes, a projection, variable lengths (at B = 1 too) and both dtypes give the reference's outputs
+    and gradients, and the no-tape forward equals the taped one bit for bit; and a layer of enough work chooses them
+    itself. With one numba thread there are no chunks (the forced ones then run one after the other)."""
+    one = numba.get_num_threads() < 2
+    big, steps, work = 1 << 40, cpu.OVERLAP_MIN_STEPS, cpu.OVERLAP_MIN_WORK
+    assert cpu._overlap_chunks(1, 1000, big) == (1 if one else cpu.OVERLAP_CHUNKS)
+    assert cpu._overlap_chunks(1, 3 * steps + 1, big) == (1 if one else 3)
+    assert cpu._overlap_chunks(1, 1000, 3 * work + 1) == (1 if one else 3)
+    assert cpu._overlap_chunks(1, 2 * steps - 1, big) == 1 and cpu._overlap_chunks(1, 1000, 2 * work - 1) == 1
+    assert cpu._overlap_chunks(2, 1000, big) == 1
     cases = [((37, 1, 5, 8), np.float64, {}), ((100, 1, 16, 32), np.float32, {}),
              ((53, 3, 4, 6), np.float64, dict(peephole=True, proj=True, lengths=True)),
              ((70, 2, 7, 9), np.float32, dict(peephole=True, lengths=True)),
@@ -172,13 +177,17 @@ def test_time_chunks_beside_products_match_reference():
              ((48, 1, 2, 3), np.float64, dict(lengths=[0]))]
     for k, (shape, dtype, variant) in enumerate(cases):
         assert cpu._split_count(shape[1], shape[3], shape[3]) == 1
-        assert cpu._overlap_chunks(1, shape[0]) == (1 if one else min(cpu.OVERLAP_CHUNKS,
-                                                                        shape[0] // cpu.OVERLAP_MIN_STEPS))
-        _check_layer("cpu", shape, dtype, "tanh", variant, 100 + k)
+        chunks = (1, min(cpu.OVERLAP_CHUNKS, shape[0] // steps))
+        _check_layer("cpu", shape, dtype, "tanh", variant, 100 + k, chunks=chunks)
         p = _problem(*shape, dtype, 100 + k, **variant)
-        taped, untaped = (_run_forward("cpu", p, 0, keep=keep) for keep in (True, False))
+        taped, untaped = (_run_forward("cpu", p, 0, keep=keep, chunks=chunks) for keep in (True, False))
         for name in ("y", "h_n", "c_n"):
             np.testing.assert_array_equal(untaped[name], taped[name], err_msg=name)
+    # enough work: lstm_forward (2 chunks) and lstm_backward (8) choose time chunks themselves
+    T, B, I, H = 300, 1, 16, 32
+    assert cpu._overlap_chunks(1, T, T * 4 * H * I) == (1 if one else 2)
+    assert cpu._overlap_chunks(1, T, T * 4 * H * (2 * I + H)) == (1 if one else 8)
+    _check_layer("cpu", (T, B, I, H), np.float32, "tanh", dict(peephole=True, lengths=[250]), 7)
 
 
 @pytest.mark.parametrize("device", DEVICES)

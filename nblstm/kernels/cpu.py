@@ -121,11 +121,15 @@ def peephole_grads(dwp, dG, C, c0):
 # made its dG), one parallel region a chunk (_forward_overlap, _backward_overlap). At (1000,1,32,32), 8 chunks: f+b
 # 1232 -> 845 us, the backward kernel 663 -> 371 us (measured); the weight gradients are then summed chunk by chunk
 # (other rounding than one GEMM). The two parallel functions took the cold compile of a first f+b from 30 to 41 s;
-# merging all parallel functions into one per direction did not shorten it (46 s, measured).
+# merging all parallel functions into one per direction did not shorten it (46 s, measured). A chunk needs at least
+# OVERLAP_MIN_WORK multiply-adds of those products, or a parallel region (~1.5 us) costs more than it hides: at
+# (T, B, I, H) = (100, 1, 32, 32), kernel us with K chunks, forward K = 1 50.6, 2 49.6, 6 52.1; backward K = 1 55.5,
+# 4 48.9, 6 51.1; at (64, 1, 64, 64), forward 101.8 unchunked, 89.9 in 4 (measured; the rule picks 1, 4 and 4).
 SPLIT_MIN_WORK = 1 << 15
 GEMM_SPLIT_MIN = 1 << 22
 OVERLAP_CHUNKS = 8
 OVERLAP_MIN_STEPS = 16
+OVERLAP_MIN_WORK = 1 << 18
 
 
 @_jit
@@ -152,13 +156,14 @@ def _gemm_split_count(n, R, N, K):
 
 
 @_jit
-def _overlap_chunks(n, T):
+def _overlap_chunks(n, T, work):
     """Time chunks for a layer whose batch rows are not split (n = 1): chunk c's time loop on one of numba's threads
-    beside the input products (forward) or weight gradients (backward) of the chunk after it on another. min(
-    OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS), or 1 (no chunks) with one thread, n > 1, or fewer steps."""
+    beside the input products (forward) or weight gradients (backward) of the chunk after it on another; `work` is
+    the multiply-adds of those products over all T steps. min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS, work //
+    OVERLAP_MIN_WORK), or 1 (no chunks) with one thread, n > 1, or fewer steps or less work."""
     if n > 1 or _blas.numba_threads() < 2:
         return 1
-    return max(1, min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS))
+    return max(1, min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS, work // OVERLAP_MIN_WORK))
 
 
 @_jit
@@ -236,14 +241,17 @@ def _forward_overlap(t0, t1, t2, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, 
 @_jit
 def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, act):
     """One layer over a sequence: writes y (T, B, P), h_n (B, P), c_n (B, H) and the tape G, C, TC, M; hw (B, 4H) is scratch."""
-    _lstm_forward_chunks(_split_count(x.shape[1], c0.shape[1], h0.shape[1]), y, h_n, c_n, G, C, TC, M, hw, x, h0, c0,
-                        w_ih, w_hh, b, wp, w_hr, lengths, act)
+    T, B, I = x.shape
+    n = _split_count(B, c0.shape[1], h0.shape[1])
+    _lstm_forward_chunks(n, _overlap_chunks(n, T, T * B * G.shape[2] * I), y, h_n, c_n, G, C, TC, M, hw, x, h0, c0,
+                         w_ih, w_hh, b, wp, w_hr, lengths, act)
 
 
 @_jit
-def _lstm_forward_chunks(n, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, act):
+def _lstm_forward_chunks(n, K, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, act):
     """lstm_forward with the batch rows cut into n chunks on numba's threads (n = 1, or a BLAS whose thread count
-    cannot be set: no split); lstm_forward chooses n with _split_count."""
+    cannot be set: no split), or (n = 1) the steps into K time chunks; lstm_forward chooses n with _split_count and K
+    with _overlap_chunks."""
     T, B, I = x.shape
     H = c0.shape[1]
     h_n[:] = h0                                 # h_n carries the running state
@@ -253,7 +261,6 @@ def _lstm_forward_chunks(n, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh,
     trans = H > 128
     w_rec = np.ascontiguousarray(w_hh) if trans else np.ascontiguousarray(w_hh.T)
     m = _gemm_split_count(n, T * B, 4 * H, I)
-    K = _overlap_chunks(n, T)
     prev = _split_begin(max(m, 2) if K > 1 else m)  # > 0: split (then m > 1 or K > 1); n > 1 only ever with m = n
     G2, x2 = G.reshape((T * B, 4 * H)), x.reshape((T * B, I))
     if prev > 0 and K > 1:                      # time chunks: chunk c's loop beside chunk c+1's input products
@@ -367,21 +374,22 @@ def lstm_backward(dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, d
                   w_hh, wp, w_hr, G, C, TC, M, y, lengths, act):
     """BPTT through one layer: writes dx, dh0, dc0; adds into dw_ih, dw_hh, db, dwp (3, H) unless it has 0 rows, dw_hr;
     scratch: dG (T, B, 4H), dH (T, B, P) and dm (B, H) with a projection, dhw (B, P)."""
-    _lstm_backward_chunks(_split_count(x.shape[1], c0.shape[1], h0.shape[1]), dx, dh0, dc0, dw_ih, dw_hh, db, dwp,
-                         dw_hr, dG, dH, dm, dhw, dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, wp, w_hr, G, C, TC, M, y,
-                         lengths, act)
+    T, B, I = x.shape
+    n, P = _split_count(B, c0.shape[1], h0.shape[1]), h0.shape[1]
+    work = T * B * (dG.shape[2] * (2 * I + P) + P * w_hr.shape[1])     # dx, dw_ih, dw_hh, dw_hr
+    _lstm_backward_chunks(n, _overlap_chunks(n, T, work), dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm,
+                          dhw, dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, wp, w_hr, G, C, TC, M, y, lengths, act)
 
 
 @_jit
-def _lstm_backward_chunks(n, dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, dy, dh_n, dc_n, x, h0, c0,
-                         w_ih, w_hh, wp, w_hr, G, C, TC, M, y, lengths, act):
-    """lstm_backward with the batch rows (then the weight-gradient rows) cut into n chunks on numba's threads, as
-    _lstm_forward_chunks."""
+def _lstm_backward_chunks(n, K, dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, dH, dm, dhw, dy, dh_n, dc_n, x, h0,
+                          c0, w_ih, w_hh, wp, w_hr, G, C, TC, M, y, lengths, act):
+    """lstm_backward with the batch rows (then the weight-gradient rows) cut into n chunks on numba's threads, or
+    (n = 1) the steps into K time chunks, as _lstm_forward_chunks."""
     T, B, I = x.shape
     dh0[:] = dh_n                               # dh0, dc0 carry dL/dh_t, dL/dc_t back through time
     dc0[:] = dc_n
     m = _gemm_split_count(n, T * B, dG.shape[2], max(I, h0.shape[1]))
-    K = _overlap_chunks(n, T)
     prev = _split_begin(max(m, 2) if K > 1 else m)  # as in _lstm_forward_chunks
     if prev > 0 and K > 1:                      # time chunks, last first: chunk c's loop beside chunk c+1's products
         _backward_rows(0, B, (K - 1) * T // K, T, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC,

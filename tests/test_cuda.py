@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import nblstm
 from _devices import CUDA_REASON, assert_twins
 from nblstm import backends, testing
+from test_kernels import _problem      # at import: importing a module of @given tests inside a test trips hypothesis
 from nblstm.kernels import cpu
 
 needs_cuda = pytest.mark.skipif(bool(CUDA_REASON), reason=CUDA_REASON)
@@ -156,7 +157,6 @@ def test_persistent_kernels_equal_the_launch_per_step_loop(shape, dtype, act, va
     sums (the default; with blocks of 256 threads and K >= 16 they do); each path runs what it should (the
     persistent one no per-step kernel). With a block of 3 threads every thread loops over several units in each
     phase of a step; batches up to 9 span three groups of the products' ROWS = 4 rows, the last one partial."""
-    from test_kernels import _problem
     K = backends.kernels("cuda")
     p = _problem(*shape, dtype, seed % 2**31, **variant)
     with pytest.MonkeyPatch.context() as m:

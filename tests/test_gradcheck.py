@@ -56,14 +56,13 @@ def test_batch_first_gradients(device):
 
 def test_time_chunked_gradients_match_finite_differences():
     """A B = 1 layer with enough work runs its backward in time chunks on two of numba's threads (cpu.py,
-    _overlap_chunks; here 2 chunks of 100 steps): its gradients, peepholes and a projection included, against
-    central differences."""
+    _overlap_chunks): its gradients, peepholes and a projection included, against central differences."""
     from nblstm.kernels import cpu
     T, I, H, P = 200, 16, 16, 8
     lstm = nblstm.LSTM(I, H, proj_size=P, peephole=True, dtype=np.float64, seed=0, forget_bias=1.0)
     work = T * (4 * H * (2 * I + P) + P * H)    # lstm_backward's weight-gradient and dx products
     assert cpu._split_count(1, H, P) == 1
-    assert (cpu._overlap_chunks(1, T, work) == 2) == (numba.get_num_threads() > 1)
+    assert (cpu._overlap_chunks(1, T, work) > 1) == (numba.get_num_threads() > 1)
     x = testing.random_array((T, 1, I), np.float64, 3)
     errors = nblstm.gradcheck(lstm, x, seed=1, tol=GRAD_TOL)
     assert {"x", "h0", "c0", "weight_ih_l0", "weight_hh_l0", "weight_hr_l0", "weight_ci_l0"} <= set(errors)

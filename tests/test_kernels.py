@@ -177,16 +177,16 @@ def test_time_chunks_beside_products_match_reference():
              ((48, 1, 2, 3), np.float64, dict(lengths=[0]))]
     for k, (shape, dtype, variant) in enumerate(cases):
         assert cpu._split_count(shape[1], shape[3], shape[3]) == 1
-        chunks = (1, min(cpu.OVERLAP_CHUNKS, shape[0] // steps))
+        chunks = (1, min(cpu.OVERLAP_CHUNKS, shape[0] // 16))      # 2 to 8 chunks of 16 to 25 steps
         _check_layer("cpu", shape, dtype, "tanh", variant, 100 + k, chunks=chunks)
         p = _problem(*shape, dtype, 100 + k, **variant)
         taped, untaped = (_run_forward("cpu", p, 0, keep=keep, chunks=chunks) for keep in (True, False))
         for name in ("y", "h_n", "c_n"):
             np.testing.assert_array_equal(untaped[name], taped[name], err_msg=name)
-    # enough work: lstm_forward (2 chunks) and lstm_backward (8) choose time chunks themselves
+    # enough work: lstm_forward and lstm_backward choose time chunks themselves
     T, B, I, H = 300, 1, 16, 32
-    assert cpu._overlap_chunks(1, T, T * 4 * H * I) == (1 if one else 2)
-    assert cpu._overlap_chunks(1, T, T * 4 * H * (2 * I + H)) == (1 if one else 8)
+    assert (cpu._overlap_chunks(1, T, T * 4 * H * I) > 1) == (not one)
+    assert (cpu._overlap_chunks(1, T, T * 4 * H * (2 * I + H)) > 1) == (not one)
     _check_layer("cpu", (T, B, I, H), np.float32, "tanh", dict(peephole=True, lengths=[250]), 7)
 
 

@@ -5,7 +5,7 @@
 # Gate order i, f, g, o. `act` selects the cell activation: 0 tanh, 1 relu.
 # Speed on the CPU: a kernel's loop over units vectorizes (16 float32 lanes with AVX-512) only if everything
 # in its body is inlined and free of calls; hence the rational tanh for float32 below (libm's tanhf is a
-# ~16 ns call per element) and inline="always" on unit_forward / unit_backward (too big for LLVM's inliner).
+# ~16 ns call per element) and inline="always" on unit_gates, unit_state and unit_backward (too big for LLVM's inliner).
 import math
 
 import numpy as np
@@ -71,16 +71,21 @@ def act_grad(a, act, one, zero):
 
 
 @register_jitable(inline="always")
-def unit_forward(ai, af, ag, ao, c_prev, pi, pf, po, act, one, zero):
-    """Pre-activations, c_{t-1} and the peephole weights pi, pf, po of one unit (zero: no peepholes)
-    -> (i, f, g, o, c_t, act(c_t), h_t). The input and forget gates see c_{t-1}, the output gate c_t."""
-    i = sigmoid(ai + pi * c_prev, one)
-    f = sigmoid(af + pf * c_prev, one)
-    g = tanh(ag, one)
+def unit_gates(ai, af, ag, c_prev, pi, pf, one):
+    """The forward of one unit, first half: pre-activations ai, af, ag, c_{t-1} and the peephole weights pi, pf (zero:
+    no peepholes) -> (i, f, g); the input and forget gates see c_{t-1}. Two halves, so that the CPU's pointwise step
+    can run each in its own loop over units."""
+    return sigmoid(ai + pi * c_prev, one), sigmoid(af + pf * c_prev, one), tanh(ag, one)
+
+
+@register_jitable(inline="always")
+def unit_state(i, f, g, ao, c_prev, po, act, one, zero):
+    """The forward of one unit, second half: the gates i, f, g, the pre-activation ao, c_{t-1} and the peephole
+    weight po -> (o, c_t, act(c_t), h_t); the output gate sees c_t."""
     c = f * c_prev + i * g
     o = sigmoid(ao + po * c, one)
     tc = cell_act(c, act, one, zero)
-    return i, f, g, o, c, tc, o * tc
+    return o, c, tc, o * tc
 
 
 @register_jitable(inline="always")

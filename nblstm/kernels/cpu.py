@@ -23,22 +23,22 @@ from . import _blas, _math, refresh_cache_on_change
 # forward, loaded from numba's cache, differed from the taped one in the last bit; they must be equal bit for bit
 # (tests/test_kernels.py::test_inference_forward_equals_taped_forward).
 _jit = numba.njit(cache=True, error_model="numpy")
-_unit_forward = _math.unit_forward
+_unit_gates = _math.unit_gates
+_unit_state = _math.unit_state
 _unit_backward = _math.unit_backward
 
 
 @_jit
 def cell_forward(G, c, tc, m, h, hw, c_prev, wp, lengths, t, act):
     """Pointwise step: G (B, 4H) pre-activations minus h@w_hh^T (= hw) in, activations out; writes c, act(c), m, h."""
+    # Two loops a row: the gates i, f, g of every unit (independent of each other), then c, o, act(c), m. One loop
+    # doing a whole unit at a time waited on each unit's chain of activations: 2.8-3.1 against 2.5-2.7 ns a unit from
+    # B, H = 4, 64 to 64, 512 (measured; at B, H = 2, 32 one loop was as fast).
     B, H = c.shape
     one = G.dtype.type(1.0)
     zero = G.dtype.type(0.0)
-    if B == 1 and t < lengths[0]:               # one running row: indexed in the 2-d arrays, not through row views,
-        for j in range(H):                      # 195 against 290 ns a step at H = 32 (LLVM's checks before the loop)
-            G[0, j], G[0, H + j], G[0, 2 * H + j], G[0, 3 * H + j], c[0, j], tc[0, j], m[0, j] = _unit_forward(
-                G[0, j] + hw[0, j], G[0, H + j] + hw[0, H + j], G[0, 2 * H + j] + hw[0, 2 * H + j],
-                G[0, 3 * H + j] + hw[0, 3 * H + j], c_prev[0, j], wp[0, j], wp[1, j], wp[2, j], act, one, zero)
-            h[0, j] = m[0, j]
+    if B == 1 and t < lengths[0]:
+        _cell_forward_row(G[0], c[0], tc[0], m[0], h[0], hw[0], c_prev[0], wp, act, one, zero)
         return
     pi, pf, po = wp[0], wp[1], wp[2]
     for b in range(B):
@@ -52,10 +52,29 @@ def cell_forward(G, c, tc, m, h, hw, c_prev, wp, lengths, t, act):
         gi, gf, gg, go = G[b, :H], G[b, H:2 * H], G[b, 2 * H:3 * H], G[b, 3 * H:]       # (H,) views
         ri, rf, rg, ro = hw[b, :H], hw[b, H:2 * H], hw[b, 2 * H:3 * H], hw[b, 3 * H:]
         for j in range(H):
-            gi[j], gf[j], gg[j], go[j], cb[j], tcb[j], mb[j] = _unit_forward(
-                gi[j] + ri[j], gf[j] + rf[j], gg[j] + rg[j], go[j] + ro[j], cp[j], pi[j], pf[j], po[j], act, one,
-                zero)
+            gi[j], gf[j], gg[j] = _unit_gates(gi[j] + ri[j], gf[j] + rf[j], gg[j] + rg[j], cp[j], pi[j], pf[j], one)
+        for j in range(H):
+            go[j], cb[j], tcb[j], mb[j] = _unit_state(gi[j], gf[j], gg[j], go[j] + ro[j], cp[j], po[j], act, one,
+                                                      zero)
             hb[j] = mb[j]
+
+
+@_jit
+def _cell_forward_row(g, c, tc, m, h, r, c_prev, wp, act, one, zero):
+    """cell_forward of one running row (B = 1), in 1-d rows: gate block k of unit j at g[k * H + j], indexed with
+    unsigned integers (no negative-index wraparound: the loops vectorize without views, whose alias checks cost
+    more than the step at this size): 140 against 200 ns a step at H = 32 (measured), the same numbers."""
+    H = np.uint64(c.shape[0])
+    H2 = H + H
+    H3 = H2 + H
+    pi, pf, po = wp[0], wp[1], wp[2]
+    for j in range(H):
+        g[j], g[H + j], g[H2 + j] = _unit_gates(g[j] + r[j], g[H + j] + r[H + j], g[H2 + j] + r[H2 + j], c_prev[j],
+                                                pi[j], pf[j], one)
+    for j in range(H):
+        g[H3 + j], c[j], tc[j], m[j] = _unit_state(g[j], g[H + j], g[H2 + j], g[H3 + j] + r[H3 + j], c_prev[j],
+                                                   po[j], act, one, zero)
+        h[j] = m[j]
 
 
 @_jit
@@ -122,14 +141,16 @@ def peephole_grads(dwp, dG, C, c0):
 # 1232 -> 845 us, the backward kernel 663 -> 371 us (measured); the weight gradients are then summed chunk by chunk
 # (other rounding than one GEMM). The two parallel functions took the cold compile of a first f+b from 30 to 41 s;
 # merging all parallel functions into one per direction did not shorten it (46 s, measured). A chunk needs at least
-# OVERLAP_MIN_WORK multiply-adds of those products, or a parallel region (~1.5 us) costs more than it hides: at
-# (T, B, I, H) = (100, 1, 32, 32), kernel us with K chunks, forward K = 1 50.6, 2 49.6, 6 52.1; backward K = 1 55.5,
-# 4 48.9, 6 51.1; at (64, 1, 64, 64), forward 101.8 unchunked, 89.9 in 4 (measured; the rule picks 1, 4 and 4).
+# OVERLAP_MIN_STEPS steps and OVERLAP_MIN_WORK multiply-adds of those products, or a parallel region (~1.5 us) costs
+# more than it hides. Kernel us at B = 1, I = H = 32, forward and backward alternating as in training (a forward
+# right after a chunked backward ran ~6 us slower unchunked than chunked, measured), (K forward, K backward):
+# T = 64: (1, 1) 70.0, (2, 2) 69.8, (4, 4) 72.2; T = 100: (1, 4) 102.9-108.9, (2, 3) 99.1-102.5, (3, 4) 100.0-102.8,
+# (3, 6) 102.3; T = 200: (3, 4) 172.7, (4, 6) 173.7, (8, 8) 180.3; T = 1000: (4, 8) 763.0, (8, 8) 764.7.
 SPLIT_MIN_WORK = 1 << 15
 GEMM_SPLIT_MIN = 1 << 22
 OVERLAP_CHUNKS = 8
-OVERLAP_MIN_STEPS = 16
-OVERLAP_MIN_WORK = 1 << 18
+OVERLAP_MIN_STEPS = 32
+OVERLAP_MIN_WORK = 1 << 17
 
 
 @_jit
@@ -491,7 +512,7 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh
             db[k] += dA2[r, k]
 
 
-refresh_cache_on_change([cell_forward, cell_backward, copy_running_rows, peephole_grads, _parts, _split_count,
+refresh_cache_on_change([cell_forward, _cell_forward_row, cell_backward, copy_running_rows, peephole_grads, _parts, _split_count,
                          _gemm_split_count, _overlap_chunks, _split_begin,
                          _input_rows, _forward_rows, _forward_split, _input_split, _forward_overlap, lstm_forward,
                          _lstm_forward_chunks, _backward_rows,

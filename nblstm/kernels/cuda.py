@@ -19,7 +19,8 @@ from . import _math
 # The gate math of _math.py, the same Python functions as on CPU, compiled here as CUDA device functions: the CPU
 # calls them through their register_jitable overloads, which may ask for IR inlining (inline="always"), and
 # numba-cuda 0.30 cannot inline numba-core overloads (the arguments arrive "omitted": tests/test_ptx.py).
-_unit_forward = cuda.jit(device=True)(_math.unit_forward)
+_unit_gates = cuda.jit(device=True)(_math.unit_gates)
+_unit_state = cuda.jit(device=True)(_math.unit_state)
 _unit_backward = cuda.jit(device=True)(_math.unit_backward)
 _cell_act = cuda.jit(device=True)(_math.cell_act)
 _act_grad = cuda.jit(device=True)(_math.act_grad)
@@ -116,10 +117,9 @@ def _forward_unit(G, c, tc, m, h, hw, c_prev, wp, lengths, t, act, b, j):
         tc[b, j] = zero
         m[b, j] = zero
         return
-    i, f, g, o, cn, tcn, hn = _unit_forward(
-        G[b, j] + hw[b, j], G[b, H + j] + hw[b, H + j],
-        G[b, 2 * H + j] + hw[b, 2 * H + j], G[b, 3 * H + j] + hw[b, 3 * H + j],
-        c_prev[b, j], wp[0, j], wp[1, j], wp[2, j], act, one, zero)
+    i, f, g = _unit_gates(G[b, j] + hw[b, j], G[b, H + j] + hw[b, H + j], G[b, 2 * H + j] + hw[b, 2 * H + j],
+                          c_prev[b, j], wp[0, j], wp[1, j], one)
+    o, cn, tcn, hn = _unit_state(i, f, g, G[b, 3 * H + j] + hw[b, 3 * H + j], c_prev[b, j], wp[2, j], act, one, zero)
     G[b, j] = i
     G[b, H + j] = f
     G[b, 2 * H + j] = g

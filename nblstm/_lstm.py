@@ -138,15 +138,14 @@ class _LSTMBase(Module):
 
     def _state(self, state, name, B, n=None):
         """(h, c), h (n, B, P) and c (n, B, H) (n None: (B, P), (B, H)) checked, or zeros when state is None."""
-        shapes = [(B, self._P), (B, self.hidden_size)]
-        if n is not None:
-            shapes = [(n, *sh) for sh in shapes]
+        P, H = self._P, self.hidden_size
+        hs, cs = ((B, P), (B, H)) if n is None else ((n, B, P), (n, B, H))
         if state is None:
-            return tuple(self._const_zeros(*sh) for sh in shapes)
+            return self._const_zeros(*hs), self._const_zeros(*cs)
         if not isinstance(state, (tuple, list)) or len(state) != 2:
-            raise ValueError(f"{name}: expected a pair (h, c) of arrays of shapes {shapes[0]} and {shapes[1]}, got "
+            raise ValueError(f"{name}: expected a pair (h, c) of arrays of shapes {hs} and {cs}, got "
                              f"{type(state).__name__}")
-        return tuple(self._as(a, f"{name}[{k}]", sh) for k, (a, sh) in enumerate(zip(state, shapes)))
+        return self._as(state[0], f"{name}[0]", hs), self._as(state[1], f"{name}[1]", cs)
 
     def _repr_args(self):
         return self._sizes_repr((("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),

@@ -102,7 +102,7 @@ def copy_into(dst, src):
 def row(a, k0, k1=None):
     """a[k0] (k1 None) or a[k0:k1], a view of the first axis, of an array of either kind (kernels/cuda.py's row()
     for device arrays: numba-cuda's general indexing costs tens of microseconds of host time)."""
-    if hasattr(a, "copy_to_host"):
+    if type(a) is not np.ndarray and hasattr(a, "copy_to_host"):    # (a failed hasattr costs ~0.2 us)
         return kernels("cuda").row(a, k0, k1)
     return a[k0] if k1 is None else a[k0:k1]
 
@@ -128,7 +128,7 @@ def fill_zeros(a):
     if is_device_array(a):
         kernels("cuda").fill_zeros(a)
     else:
-        a[...] = 0
+        a.fill(0)                               # 0.49 against 0.66 us for a[...] = 0 (4096 floats)
 
 
 def copy_steps(out, a, out_col=0, a_col=0, n=None, reverse=False, accumulate=False, lengths=None):

@@ -136,13 +136,19 @@ def check(got, want, tol=1e-4):
     return max(errs.values())
 
 
+SETTLE_S = 0.05
+
+
 def timed(fns, repeats, warmup, budget_s):
     """Median wall time in ms of each function over `repeats` runs (fewer, at least 4, where that would take
     longer than budget_s), after warm-up. -> (medians, runs per function).
 
     Each function runs in blocks (warm-up, then half its runs), alternating A B A B so that drift hits all alike.
     Between blocks the process sleeps 0.2 s: idle OpenBLAS threads spin for ~0.1 s after their last call and
-    OpenMP's for a while too, and would otherwise take a core from the library timed next."""
+    OpenMP's for a while too, and would otherwise take a core from the library timed next. After the pause each
+    block first runs its function untimed for SETTLE_S (at least once): on this VM the first ~15 ms after a pause
+    ran slower (nblstm f+b at (100,1,32,32): median 152 us over the first 100 runs after a 0.2 s sleep, 135 over
+    the next 200; torch 566 and 545), which at B = 1 was most of a block's runs."""
     start = time.perf_counter()
     for _ in range(warmup):
         for fn in fns:
@@ -153,7 +159,10 @@ def timed(fns, repeats, warmup, budget_s):
     for _ in range(2):
         for fn, ts in zip(fns, times):
             time.sleep(0.2)
+            settle = time.perf_counter() + SETTLE_S
             fn()
+            while time.perf_counter() < settle:
+                fn()
             for _ in range(half):
                 t0 = time.perf_counter()
                 fn()

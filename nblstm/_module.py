@@ -103,20 +103,23 @@ class Module:
         many batch sizes keeps one buffer, not one per shape)."""
         work = self.__dict__.setdefault("_work", {})
         views = work.get("zero_views")
-        if views is not None and shape in views:
-            return views[shape]
-        size = math.prod(shape)
-        if size == 0:                           # (0, H): no projection; one per shape the model has
-            if ("empty",) + shape not in work:
-                work[("empty",) + shape] = backends.empty(self.device, shape, self.dtype)
-            return work[("empty",) + shape]
-        buf = work.get("zeros")
-        if buf is None or buf.shape[0] < size:
-            buf = work["zeros"] = backends.zeros(self.device, (size,), self.dtype)
-            views = work["zero_views"] = {}     # views of the buffer replaced
-        elif views is None or len(views) >= 64:     # a few shapes a call, kept for the next calls (0.7 -> 0.2 us)
+        if views is None:
             views = work["zero_views"] = {}
-        view = views[shape] = backends.row(buf, 0, size).reshape(shape)
+        view = views.get(shape)
+        if view is not None:
+            return view
+        size = math.prod(shape)
+        if size == 0:                           # (0, H): no projection
+            view = backends.empty(self.device, shape, self.dtype)
+        else:
+            buf = work.get("zeros")
+            if buf is None or buf.shape[0] < size:
+                buf = work["zeros"] = backends.zeros(self.device, (size,), self.dtype)
+                views.clear()                   # views of the buffer replaced
+            elif len(views) >= 64:              # a few shapes a call, kept for the next calls (0.7 -> 0.2 us)
+                views.clear()
+            view = backends.row(buf, 0, size).reshape(shape)
+        views[shape] = view
         return view
 
     def _default_lengths(self, B, T):

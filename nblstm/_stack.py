@@ -123,8 +123,8 @@ class _Stacked:
                 if d:                               # the reverse direction reads each sequence from its end back
                     xin = self._empty(*inp.shape)
                     backends.copy_steps(xin, inp, reverse=True, lengths=lens)
-                y, tape = self._layer_forward(xin, suffixes[k], tuple(backends.row(a, k) for a in states0),
-                                              tuple(backends.row(a, k) for a in states_n), keep, lens)
+                y, tape = self._layer_forward(xin, suffixes[k], tuple([backends.row(a, k) for a in states0]),
+                                              tuple([backends.row(a, k) for a in states_n]), keep, lens)
                 tapes.append(tape)
                 if D == 1:
                     out = y
@@ -154,8 +154,8 @@ class _Stacked:
                 if D == 2:                          # this direction's part of dL/dy, in its own time order
                     dyd = self._empty(T, B, P)
                     backends.copy_steps(dyd, dout, a_col=d * P, n=P, reverse=bool(d), lengths=lens)
-                dx = self._layer_backward(tapes[k], dyd, suffixes[k], tuple(backends.row(a, k) for a in dstates_n),
-                                          tuple(backends.row(a, k) for a in dstates0))
+                dx = self._layer_backward(tapes[k], dyd, suffixes[k], tuple([backends.row(a, k) for a in dstates_n]),
+                                          tuple([backends.row(a, k) for a in dstates0]))
                 if d == 0:
                     dinp = dx
                 else:                               # both directions read the same input: their gradients add

@@ -32,8 +32,8 @@ _unit_backward = _math.unit_backward
 def cell_forward(G, c, tc, m, h, hw, c_prev, wp, lengths, t, act):
     """Pointwise step: G (B, 4H) pre-activations minus h@w_hh^T (= hw) in, activations out; writes c, act(c), m, h."""
     # Two loops a row: the gates i, f, g of every unit (independent of each other), then c, o, act(c), m. One loop
-    # doing a whole unit at a time waited on each unit's chain of activations: 2.8-3.1 against 2.5-2.7 ns a unit from
-    # B, H = 4, 64 to 64, 512 (measured; at B, H = 2, 32 one loop was as fast).
+    # doing a whole unit at a time waited on each unit's chain of activations: 2.8-4.0 against 2.5-3.8 ns a unit from
+    # B, H = 4, 64 to 64, 512 (measured; at B, H = 2, 32: 5.5 against 5.2-6.3, within the noise).
     B, H = c.shape
     one = G.dtype.type(1.0)
     zero = G.dtype.type(0.0)

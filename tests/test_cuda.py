@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 import nblstm
 from _devices import CUDA_REASON, assert_twins
 from nblstm import backends, testing
-from test_kernels import _problem      # at import: importing a module of @given tests inside a test trips hypothesis
 from nblstm.kernels import cpu
+from test_kernels import _problem      # at import: importing a module of @given tests inside a test trips hypothesis
 
 needs_cuda = pytest.mark.skipif(bool(CUDA_REASON), reason=CUDA_REASON)
 TWINS = ("cell_forward", "cell_backward", "copy_running_rows", "peephole_grads", "lstm_forward", "lstm_backward",

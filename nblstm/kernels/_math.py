@@ -5,7 +5,8 @@
 # Gate order i, f, g, o. `act` selects the cell activation: 0 tanh, 1 relu.
 # Speed on the CPU: a kernel's loop over units vectorizes (16 float32 lanes with AVX-512) only if everything
 # in its body is inlined and free of calls; hence the rational tanh for float32 below (libm's tanhf is a
-# ~16 ns call per element) and inline="always" on unit_gates, unit_state and unit_backward (too big for LLVM's inliner).
+# ~16 ns call per element) and inline="always" on unit_gates, unit_state and unit_backward (too big for LLVM's
+# inliner).
 import math
 
 import numpy as np

@@ -290,15 +290,15 @@ def _lstm_forward_chunks(n, K, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_
             _forward_overlap(c * T // K, (c + 1) * T // K, (c + 2) * T // K, y, h_n, C, TC, M, G, hw, c0, w_rec,
                              trans, wp, w_hr, lengths, act, G2, x2, w_ih, b)
         _forward_rows(0, B, (K - 1) * T // K, T, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
-    elif prev > 0:                              # the input product of all steps, then the loop
-        _input_split(m, G2, x2, w_ih, b, 0, T * B)
-        if n > 1:
+    else:                                       # the input product of all steps, then the loop
+        if prev > 0:
+            _input_split(m, G2, x2, w_ih, b, 0, T * B)
+        else:
+            _input_rows(G2, x2, w_ih, b, 0, T * B)
+        if prev > 0 and n > 1:
             _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
         else:
             _forward_rows(0, B, 0, T, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
-    else:
-        _input_rows(G2, x2, w_ih, b, 0, T * B)
-        _forward_rows(0, B, 0, T, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
     if prev > 0:
         _blas.blas_threads(prev)
     c_n[:] = C[(T - 1) % C.shape[0]]            # finished rows carried their state to the last step
@@ -419,15 +419,15 @@ def _lstm_backward_chunks(n, K, dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, 
             _backward_overlap(c * T // K, (c + 1) * T // K, (c + 2) * T // K, dh0, dc0, dG, dH, dm, dhw, dy, c0,
                               w_hh, wp, w_hr, G, C, TC, lengths, act, dx, dw_ih, dw_hh, db, dw_hr, x, h0, w_ih, M, y)
         _weight_grads_split(max(m, 2), 0, T // K, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
-    elif prev > 0:
-        if n > 1:
+    else:                                       # the loop, then the products of all steps
+        if prev > 0 and n > 1:
             _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
         else:
             _backward_rows(0, B, 0, T, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
-        _weight_grads_split(m, 0, T, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
-    else:
-        _backward_rows(0, B, 0, T, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
-        _weight_grads_part(0, 1, 0, T, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
+        if prev > 0:
+            _weight_grads_split(m, 0, T, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
+        else:
+            _weight_grads_part(0, 1, 0, T, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
     if prev > 0:
         _blas.blas_threads(prev)
     if dwp.shape[0] > 0:
@@ -512,8 +512,8 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh
             db[k] += dA2[r, k]
 
 
-refresh_cache_on_change([cell_forward, _cell_forward_row, cell_backward, copy_running_rows, peephole_grads, _parts, _split_count,
-                         _gemm_split_count, _overlap_chunks, _split_begin,
+refresh_cache_on_change([cell_forward, _cell_forward_row, cell_backward, copy_running_rows, peephole_grads, _parts,
+                         _split_count, _gemm_split_count, _overlap_chunks, _split_begin,
                          _input_rows, _forward_rows, _forward_split, _input_split, _forward_overlap, lstm_forward,
                          _lstm_forward_chunks, _backward_rows,
                          _weight_grads_part, _backward_split, _weight_grads_split, _backward_overlap, lstm_backward,

@@ -80,7 +80,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench_lstm import _blas_pools, flops, nblstm, setup, timed, torch  # noqa: E402
+from bench_lstm import _blas_core, _blas_pools, flops, nblstm, setup, timed, torch  # noqa: E402
 
 MB = 2 ** 20
 
@@ -467,6 +467,7 @@ def main(args):
           f"{time.strftime('%Y-%m-%d %H:%M')}; load average at the start {load0:.2f} "
           f"(timings are only comparable between runs at a similar, low load)")
     print(f"BLAS pools: {_blas_pools()}")
+    print(_blas_core())
     print(f"sections: {' '.join(args.sections)}; shapes {' / '.join(map(_shape, args.shapes))}; large shapes "
           f"{' / '.join(map(_shape, args.large_shapes))}; repeats {args.repeats}")
     if torch is None:

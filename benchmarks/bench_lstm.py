@@ -213,7 +213,18 @@ def _blas_pools():
     except ImportError:
         return "threadpoolctl not installed"
     return "; ".join(f"{p['internal_api']} {os.path.basename(p['filepath'])} x{p['num_threads']}"
-                     for p in threadpool_info())
+                     + (f" ({p['architecture']} kernels)" if p.get("architecture") else "") for p in threadpool_info())
+
+
+def _blas_core():
+    """Which kernels nblstm's BLAS (scipy's OpenBLAS) runs, the product path that follows, and the OPENBLAS_CORETYPE /
+    OPENBLAS_L2_SIZE that chose them when set (benchmarks/README.md: a forced older core halves the products)."""
+    from nblstm.kernels import _blas
+    path = ("small-matrix path: recurrent products in tiles" if _blas.use_small_gemm()
+            else "no small-matrix path: one product a step, gemv at B = 1")
+    forced = ", ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ)
+    return (f"nblstm's BLAS core: {_blas.BLAS_CORE} ({path})"
+            + (f"; forced by the environment: {forced}" if forced else "; OPENBLAS_CORETYPE not set"))
 
 
 def main(args):
@@ -239,7 +250,8 @@ def main(args):
             rows.append(bench_shape(shape, args))
         except AssertionError as e:
             print(f"shape {shape} skipped, nblstm and {'torch' if torch else 'reference'} disagree: {e}")
-    print(f"BLAS pools: {_blas_pools()}\n")
+    print(f"BLAS pools: {_blas_pools()}")
+    print(f"{_blas_core()}\n")
     gf = lambda n, ms: n / ms / 1e6  # noqa: E731  FLOPs in ms -> GFLOP/s
     if torch is not None:
         print("| T, B, I, H | fwd nblstm ms | fwd torch ms | fwd GFLOP/s nblstm / torch | fwd torch/nblstm "

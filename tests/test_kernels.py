@@ -1,5 +1,7 @@
 """Every kernel of every backend against the NumPy oracle (nblstm.reference), on drawn shapes, both dtypes, with
 and without peepholes, a projection and variable lengths (testing.variants)."""
+import contextlib
+
 import numba
 import numpy as np
 import pytest
@@ -120,22 +122,47 @@ def test_row_chunks_on_threads_match_reference():
     check()
 
 
+@contextlib.contextmanager
+def _small_gemm(flag):
+    """gemm_tiles with (True) or without (False) OpenBLAS's small-matrix path, whatever this machine's BLAS runs."""
+    previous = _blas.use_small_gemm(flag)
+    try:
+        yield
+    finally:
+        _blas.use_small_gemm(previous)
+
+
 @given(st.integers(1, 40), st.integers(1, 700), st.integers(1, 3000), st.booleans(), st.integers(0, 3),
-       testing.float_dtypes())
-def test_gemm_tiles_matches_numpy(m, N, K, trans_b, offset, dtype):
-    """_blas.gemm_tiles (the recurrent products, cut into tiles OpenBLAS multiplies without repacking) is the plain
-    product, with offsets and row strides into larger arrays: products above SMALL_GEMM_MNK (1e6) are tiled, by
-    columns or (long K) by slices of K added up."""
+       testing.float_dtypes(), st.booleans())
+def test_gemm_tiles_matches_numpy(m, N, K, trans_b, offset, dtype, small):
+    """_blas.gemm_tiles (the recurrent products) is the plain product, with offsets and row strides into larger
+    arrays, both ways: with the small-matrix path (small) products above SMALL_GEMM_MNK (1e6) are tiled, by columns
+    or (long K) by slices of K added up; without it one call, gemv for one row (m = 1), in both layouts of B."""
     rng = np.random.default_rng(m * 1000003 + N * 1009 + K)
     a = rng.standard_normal((offset + m, K + 1)).astype(dtype)
     b = rng.standard_normal((offset + N, K + 2) if trans_b else (offset + K, N + 2)).astype(dtype)
     c = np.full((m + 1, N + 3), 7.0, dtype)
-    _blas.gemm_tiles(m, N, K, a, offset * (K + 1), K + 1, b, offset * b.shape[1], trans_b, b.shape[1], c, c.shape[1] + 1,
-                     c.shape[1])
+    with _small_gemm(small):
+        _blas.gemm_tiles(m, N, K, a, offset * (K + 1), K + 1, b, offset * b.shape[1], trans_b, b.shape[1], c,
+                         c.shape[1] + 1, c.shape[1])
     B = b[offset:, :K].T if trans_b else b[offset:, :N]
     want = a[offset:, :K].astype(np.float64) @ B.astype(np.float64)
     testing.assert_close(c[1:, 1:N + 1], want, dtype, "C")
     assert (c[0] == 7).all() and (c[:, 0] == 7).all() and (c[:, N + 1:] == 7).all()
+
+
+@pytest.mark.parametrize("small", [True, False])
+def test_layers_with_and_without_small_gemm_match_reference(small):
+    """The layer kernels give the reference's outputs and gradients with either product path of gemm_tiles (which
+    one a machine takes depends on its OpenBLAS core, _blas.BLAS_CORE): one row (gemv without the small path), a few
+    rows, rows split over threads (n = 2), time chunks (K = 3), and shapes whose products are tiled by columns and by
+    slices of K with the small path."""
+    with _small_gemm(small):
+        for k, (shape, chunks) in enumerate([((9, 1, 3, 5), None), ((40, 1, 4, 6), (1, 3)), ((6, 3, 5, 33), None),
+                                             ((5, 4, 7, 9), (2, 1)), ((3, 9, 6, 130), None), ((2, 9, 3, 300), None)]):
+            for dtype in (np.float32, np.float64):
+                _check_layer("cpu", shape, dtype, "tanh", dict(peephole=k % 2 == 1, proj=k == 2), 100 + k,
+                             chunks=chunks)
 
 
 def test_layers_from_the_threshold_on_split():

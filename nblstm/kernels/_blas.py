@@ -23,6 +23,8 @@ from numba.extending import get_cython_function_address, intrinsic
 _THREADS_SYMBOL = "nblstm_blas_set_num_threads"
 _SETTERS = ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local",
             "openblas_set_num_threads_local64_", "scipy_openblas_set_num_threads_local64_")
+_CORE_NAMES = ("openblas_get_corename", "scipy_openblas_get_corename", "openblas_get_corename64_",
+               "scipy_openblas_get_corename64_")
 
 
 class _DlInfo(ctypes.Structure):
@@ -49,25 +51,36 @@ def _unavailable(n):
 
 
 def _find_setter():
-    """(address of the BLAS's thread-count setter or of _unavailable, path of the library that has it or None)."""
+    """(address of the BLAS's thread-count setter or of _unavailable, path of the library that has it or None, the
+    OpenBLAS core type whose kernels it runs, lower case, or None: not an OpenBLAS that says)."""
     try:
         path = _library_of(get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
     except (ImportError, ValueError):
         path = None
+    lib = None
     if path is not None:
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             lib = None
-        for name in _SETTERS:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                address = ctypes.cast(fn, ctypes.c_void_p).value
-                return address, _library_of(address) or path
-    return ctypes.cast(_unavailable, ctypes.c_void_p).value, None
+    core = None
+    for name in _CORE_NAMES:
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.restype = ctypes.c_char_p
+            core = (fn() or b"").decode("ascii", "replace").strip().lower() or None
+            break
+    for name in _SETTERS:
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            address = ctypes.cast(fn, ctypes.c_void_p).value
+            return address, _library_of(address) or path, core
+    return ctypes.cast(_unavailable, ctypes.c_void_p).value, None, core
 
 
-_setter_address, BLAS_LIBRARY = _find_setter()     # BLAS_LIBRARY: the library whose thread count is set, or None
+# BLAS_LIBRARY: the library whose thread count is set, or None; BLAS_CORE: OpenBLAS's core type (e.g. "skylakex",
+# "haswell"; OPENBLAS_CORETYPE in the environment chooses it when the library loads), or None
+_setter_address, BLAS_LIBRARY, BLAS_CORE = _find_setter()
 ll.add_symbol(_THREADS_SYMBOL, _setter_address)
 # One pool: this BLAS runs one thread per call from here on (when nblstm's CPU kernels load, for the rest of the
 # process), and nblstm's parallel work goes to numba's threads (the LSTM layers' row chunks). With OpenBLAS's own
@@ -142,6 +155,65 @@ def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
 SMALL_GEMM_MNK = 1000000
 TILE_ROWS = 8
 
+# That unpacked path exists only in OpenBLAS's SkylakeX kernels (kernel/x86_64/KERNEL.SKYLAKEX: SGEMM_SMALL_*), which
+# Cooperlake and SapphireRapids inherit. Any other core (or BLAS) packs op(B) at every call, however small the product,
+# so tiles only multiply the packing. Seen on a Zen 5 machine whose environment sets OPENBLAS_CORETYPE=Haswell (older
+# OpenBLAS builds fail on it), one thread, Haswell against SkylakeX kernels: 1 x 32 @ 32 x 128 1754 against 82 ns (gemv:
+# 196 and 94), 32 x 256 @ 256 x 1024 (w_hh^T) 532 us in tiles, 246 in one call, 166 in tiles on SkylakeX. So
+# gemm_tiles asks `small_gemm()`: without the small path it makes one call (gemv for one row). The flag is read at run
+# time from a C variable (the kernels load from numba's cache, which would freeze a Python global): set it with
+# use_small_gemm (tests run both ways).
+SMALL_GEMM_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+_SMALL_SYMBOL = "nblstm_blas_small_gemm"
+_small_flag = ctypes.c_int32(int(BLAS_CORE in SMALL_GEMM_CORES))
+ll.add_symbol(_SMALL_SYMBOL, ctypes.addressof(_small_flag))
+
+
+def use_small_gemm(flag=None):
+    """Whether gemm_tiles relies on OpenBLAS's unpacked small-matrix path (tiles) -> the previous setting; `flag`
+    None only reads it. The default is True when the BLAS runs one of SMALL_GEMM_CORES."""
+    previous = bool(_small_flag.value)
+    if flag is not None:
+        _small_flag.value = int(bool(flag))
+    return previous
+
+
+@intrinsic
+def small_gemm(typingctx):
+    """The use_small_gemm setting inside compiled code (a load of the C variable _SMALL_SYMBOL)."""
+    sig = types.boolean()
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        flag = builder.load(context.get_c_value(builder, i32, _SMALL_SYMBOL))
+        return builder.icmp_signed("!=", flag, ir.Constant(i32, 0))
+
+    return sig, codegen
+
+
+# numba's helper: column-major xGEMV (y = alpha op(A) x + beta y, unit strides) of kind 's' or 'd'.
+_xxgemv = types.ExternalFunction("numba_xxgemv", types.intc(
+    types.int8, types.int8, types.intp, types.intp, types.voidptr, types.voidptr, types.intp, types.voidptr,
+    types.voidptr, types.voidptr))
+
+
+@njit(cache=True)
+def gemv(trans_b, N, K, a, ia, b, ib, ldb, c, ic):
+    """Row-major c (1 x N) = a (1 x K) op(B) through the BLAS's gemv (no packing at any size), beta 0: B as in gemm,
+    the row a contiguous from offset `ia` of `a`, c from offset `ic` of `c`; one float dtype, C-contiguous."""
+    if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous):
+        raise ValueError("gemv: a, b and c must be C-contiguous")
+    if a.itemsize != c.itemsize or b.itemsize != c.itemsize:
+        raise ValueError("gemv: a, b and c must have one dtype")
+    kind = np.int8(115) if c.itemsize == 4 else np.int8(100)               # 's' (float32) or 'd'
+    # B row-major K x N (ldb) is column-major N x K: c = B_cm a ('n'); B^T stored N x K is column-major K x N: 't'
+    if trans_b:
+        _xxgemv(kind, np.int8(116), K, N, _slot(c.dtype.type(1.0)), _address(b, ib), max(ldb, 1), _address(a, ia),
+                _slot(c.dtype.type(0.0)), _address(c, ic))
+    else:
+        _xxgemv(kind, np.int8(110), N, K, _slot(c.dtype.type(1.0)), _address(b, ib), max(ldb, 1), _address(a, ia),
+                _slot(c.dtype.type(0.0)), _address(c, ic))
+
 
 @njit(cache=True)
 def _tile_cols(rows, N, K, trans_b):
@@ -158,11 +230,18 @@ def _tile_cols(rows, N, K, trans_b):
 
 @njit(cache=True)
 def gemm_tiles(m, N, K, a, ia, lda, b, ib, trans_b, ldb, c, ic, ldc):
-    """C (m x N) = A (m x K) op(B) as gemm's arguments (A not transposed, beta 0), in tiles that OpenBLAS multiplies
-    without repacking B: all at once when m * N * K <= SMALL_GEMM_MNK, else TILE_ROWS rows by _tile_cols columns, or,
+    """C (m x N) = A (m x K) op(B) as gemm's arguments (A not transposed, beta 0). Without OpenBLAS's small-matrix
+    path (small_gemm() False) in one call, gemv for m = 1. With it, in tiles that OpenBLAS multiplies without
+    repacking B: all at once when m * N * K <= SMALL_GEMM_MNK, else TILE_ROWS rows by _tile_cols columns, or,
     where K is so long that those columns would be fewer than 128 (the backward's dG_t @ w_hh), by all N columns and
     a slice of K, the slices' products added up (dG (8 x 2048) @ w_hh (2048 x 512): 85 GFLOP/s in 240-long slices,
     53 in 48-column tiles, measured)."""
+    if not small_gemm():                        # every call packs: one call, or no packing at all for one row
+        if m == 1:
+            gemv(trans_b, N, K, a, ia, b, ib, ldb, c, ic)
+        else:
+            gemm(False, trans_b, m, N, K, a, ia, lda, b, ib, ldb, 0.0, c, ic, ldc)
+        return
     if m * N * K <= SMALL_GEMM_MNK:
         gemm(False, trans_b, m, N, K, a, ia, lda, b, ib, ldb, 0.0, c, ic, ldc)
         return

@@ -122,6 +122,12 @@ def test_row_chunks_on_threads_match_reference():
     check()
 
 
+@numba.njit(cache=True)
+def _small_gemm_now():
+    """_blas.small_gemm() as compiled (and cached) code reads it."""
+    return _blas.small_gemm()
+
+
 @contextlib.contextmanager
 def _small_gemm(flag):
     """gemm_tiles with (True) or without (False) OpenBLAS's small-matrix path, whatever this machine's BLAS runs."""
@@ -155,8 +161,12 @@ def test_gemm_tiles_matches_numpy(m, N, K, trans_b, offset, dtype, small):
 def test_layers_with_and_without_small_gemm_match_reference(small):
     """The layer kernels give the reference's outputs and gradients with either product path of gemm_tiles (which
     one a machine takes depends on its OpenBLAS core, _blas.BLAS_CORE): one row (gemv without the small path), a few
-    rows, rows split over threads (n = 2), time chunks (K = 3), and shapes whose products are tiled by columns and by
-    slices of K with the small path."""
+    rows, rows split over threads (n = 2), time chunks (K = 3), and a shape whose products are tiled with the small
+    path (P = 300: 9 x 1200 x 300 > SMALL_GEMM_MNK; the K slices are test_gemm_tiles_matches_numpy's). The compiled
+    kernels read the setting at run time (cached code does not freeze it): _small_gemm_now follows it both ways."""
+    for flag in (True, False, small):
+        with _small_gemm(flag):
+            assert _small_gemm_now() is flag
     with _small_gemm(small):
         for k, (shape, chunks) in enumerate([((9, 1, 3, 5), None), ((40, 1, 4, 6), (1, 3)), ((6, 3, 5, 33), None),
                                              ((5, 4, 7, 9), (2, 1)), ((3, 9, 6, 130), None), ((2, 9, 3, 300), None)]):

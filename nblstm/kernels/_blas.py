@@ -155,15 +155,17 @@ def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
 SMALL_GEMM_MNK = 1000000
 TILE_ROWS = 8
 
-# That unpacked path exists only in OpenBLAS's SkylakeX kernels (kernel/x86_64/KERNEL.SKYLAKEX: SGEMM_SMALL_*), which
-# Cooperlake and SapphireRapids inherit. Any other core (or BLAS) packs op(B) at every call, however small the product,
-# so tiles only multiply the packing. Seen on a Zen 5 machine whose environment sets OPENBLAS_CORETYPE=Haswell (older
+# That unpacked path exists only in some of OpenBLAS's cores: on x86-64 the SkylakeX kernels (kernel/x86_64/
+# KERNEL.SKYLAKEX: SGEMM_SMALL_*), which Cooperlake and SapphireRapids inherit; on arm64 ARMV8SVE and NeoverseV1, which
+# includes it (checked in OpenBLAS's kernel lists; other cores that have one are not listed and take the one-call path
+# below: correct, possibly slower). Any other core (or BLAS) packs op(B) at every call, however small the product, so
+# tiles only multiply the packing. Seen on a Zen 5 machine whose environment sets OPENBLAS_CORETYPE=Haswell (older
 # OpenBLAS builds fail on it), one thread, Haswell against SkylakeX kernels: 1 x 32 @ 32 x 128 1754 against 82 ns (gemv:
 # 196 and 94), 32 x 256 @ 256 x 1024 (w_hh^T) 532 us in tiles, 246 in one call, 166 in tiles on SkylakeX. So
 # gemm_tiles asks `small_gemm()`: without the small path it makes one call (gemv for one row). The flag is read at run
 # time from a C variable (the kernels load from numba's cache, which would freeze a Python global): set it with
 # use_small_gemm (tests run both ways).
-SMALL_GEMM_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+SMALL_GEMM_CORES = ("skylakex", "cooperlake", "sapphirerapids", "armv8sve", "neoversev1")
 _SMALL_SYMBOL = "nblstm_blas_small_gemm"
 _small_flag = ctypes.c_int32(int(BLAS_CORE in SMALL_GEMM_CORES))
 ll.add_symbol(_SMALL_SYMBOL, ctypes.addressof(_small_flag))

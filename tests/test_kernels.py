@@ -143,7 +143,8 @@ def _small_gemm(flag):
 def test_gemm_tiles_matches_numpy(m, N, K, trans_b, offset, dtype, small):
     """_blas.gemm_tiles (the recurrent products) is the plain product, with offsets and row strides into larger
     arrays, both ways: with the small-matrix path (small) products above SMALL_GEMM_MNK (1e6) are tiled, by columns
-    or (long K) by slices of K added up; without it one call, gemv for one row (m = 1), in both layouts of B."""
+    or (long K) by slices of K added up; without it a gemv per row up to GEMV_MAX_ROWS (8) rows, else one call,
+    in both layouts of B."""
     rng = np.random.default_rng(m * 1000003 + N * 1009 + K)
     a = rng.standard_normal((offset + m, K + 1)).astype(dtype)
     b = rng.standard_normal((offset + N, K + 2) if trans_b else (offset + K, N + 2)).astype(dtype)
@@ -160,16 +161,17 @@ def test_gemm_tiles_matches_numpy(m, N, K, trans_b, offset, dtype, small):
 @pytest.mark.parametrize("small", [True, False])
 def test_layers_with_and_without_small_gemm_match_reference(small):
     """The layer kernels give the reference's outputs and gradients with either product path of gemm_tiles (which
-    one a machine takes depends on its OpenBLAS core, _blas.BLAS_CORE): one row (gemv without the small path), a few
-    rows, rows split over threads (n = 2), time chunks (K = 3), and a shape whose products are tiled with the small
-    path (P = 300: 9 x 1200 x 300 > SMALL_GEMM_MNK; the K slices are test_gemm_tiles_matches_numpy's). The compiled
+    one a machine takes depends on its OpenBLAS core, _blas.BLAS_CORE): one row and a few rows (a gemv per row without
+    the small path), 9 rows unsplit (one call), rows split over threads (n = 2), time chunks (K = 3), and a shape
+    whose products are tiled with the small path (P = 300: 4 x 1200 x 300 > SMALL_GEMM_MNK with rows split in two,
+    9 x 1200 x 300 without; the K slices are test_gemm_tiles_matches_numpy's). The compiled
     kernels read the setting at run time (cached code does not freeze it): _small_gemm_now follows it both ways."""
     for flag in (True, False, small):
         with _small_gemm(flag):
             assert _small_gemm_now() is flag
     with _small_gemm(small):
         for k, (shape, chunks) in enumerate([((9, 1, 3, 5), None), ((40, 1, 4, 6), (1, 3)), ((6, 3, 5, 33), None),
-                                             ((5, 4, 7, 9), (2, 1)), ((3, 9, 6, 130), None), ((2, 9, 3, 300), None)]):
+                                             ((5, 4, 7, 9), (2, 1)), ((3, 9, 6, 130), (1, 1)), ((2, 9, 3, 300), None)]):
             for dtype in (np.float32, np.float64):
                 _check_layer("cpu", shape, dtype, "tanh", dict(peephole=k % 2 == 1, proj=k == 2), 100 + k,
                              chunks=chunks)

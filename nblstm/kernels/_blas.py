@@ -161,11 +161,14 @@ TILE_ROWS = 8
 # below: correct, possibly slower). Any other core (or BLAS) packs op(B) at every call, however small the product, so
 # tiles only multiply the packing. Seen on a Zen 5 machine whose environment sets OPENBLAS_CORETYPE=Haswell (older
 # OpenBLAS builds fail on it), one thread, Haswell against SkylakeX kernels: 1 x 32 @ 32 x 128 1754 against 82 ns (gemv:
-# 196 and 94), 32 x 256 @ 256 x 1024 (w_hh^T) 532 us in tiles, 246 in one call, 166 in tiles on SkylakeX. So
-# gemm_tiles asks `small_gemm()`: without the small path it makes one call (gemv for one row). The flag is read at run
+# 196 and 94), 32 x 256 @ 256 x 1024 (w_hh^T) 532 us in tiles, 246 in one call, 166 in tiles on SkylakeX. Up to 8
+# rows a gemv per row beat one packing call there (8 x 64 @ 64 x 256: 6.0 against 8.9 us; 8 x 256 @ 256 x 1024: 99
+# against 138; 16 rows about even: 10.6 / 11.6, 188 / 168). So gemm_tiles asks `small_gemm()`: without the small path
+# it makes a gemv per row up to GEMV_MAX_ROWS rows, else one call. The flag is read at run
 # time from a C variable (the kernels load from numba's cache, which would freeze a Python global): set it with
 # use_small_gemm (tests run both ways).
 SMALL_GEMM_CORES = ("skylakex", "cooperlake", "sapphirerapids", "armv8sve", "neoversev1")
+GEMV_MAX_ROWS = 8
 _SMALL_SYMBOL = "nblstm_blas_small_gemm"
 _small_flag = ctypes.c_int32(int(BLAS_CORE in SMALL_GEMM_CORES))
 ll.add_symbol(_SMALL_SYMBOL, ctypes.addressof(_small_flag))
@@ -233,14 +236,15 @@ def _tile_cols(rows, N, K, trans_b):
 @njit(cache=True)
 def gemm_tiles(m, N, K, a, ia, lda, b, ib, trans_b, ldb, c, ic, ldc):
     """C (m x N) = A (m x K) op(B) as gemm's arguments (A not transposed, beta 0). Without OpenBLAS's small-matrix
-    path (small_gemm() False) in one call, gemv for m = 1. With it, in tiles that OpenBLAS multiplies without
+    path (small_gemm() False) a gemv per row up to GEMV_MAX_ROWS rows, else one call. With it, in tiles that OpenBLAS multiplies without
     repacking B: all at once when m * N * K <= SMALL_GEMM_MNK, else TILE_ROWS rows by _tile_cols columns, or,
     where K is so long that those columns would be fewer than 128 (the backward's dG_t @ w_hh), by all N columns and
     a slice of K, the slices' products added up (dG (8 x 2048) @ w_hh (2048 x 512): 85 GFLOP/s in 240-long slices,
     53 in 48-column tiles, measured)."""
-    if not small_gemm():                        # every call packs: one call, or no packing at all for one row
-        if m == 1:
-            gemv(trans_b, N, K, a, ia, b, ib, ldb, c, ic)
+    if not small_gemm():                        # every gemm call packs: gemv a row up to GEMV_MAX_ROWS, else one call
+        if m <= GEMV_MAX_ROWS:
+            for r in range(m):
+                gemv(trans_b, N, K, a, ia + r * lda, b, ib, ldb, c, ic + r * ldc)
         else:
             gemm(False, trans_b, m, N, K, a, ia, lda, b, ib, ldb, 0.0, c, ic, ldc)
         return

@@ -236,11 +236,11 @@ def _tile_cols(rows, N, K, trans_b):
 @njit(cache=True)
 def gemm_tiles(m, N, K, a, ia, lda, b, ib, trans_b, ldb, c, ic, ldc):
     """C (m x N) = A (m x K) op(B) as gemm's arguments (A not transposed, beta 0). Without OpenBLAS's small-matrix
-    path (small_gemm() False) a gemv per row up to GEMV_MAX_ROWS rows, else one call. With it, in tiles that OpenBLAS multiplies without
-    repacking B: all at once when m * N * K <= SMALL_GEMM_MNK, else TILE_ROWS rows by _tile_cols columns, or,
-    where K is so long that those columns would be fewer than 128 (the backward's dG_t @ w_hh), by all N columns and
-    a slice of K, the slices' products added up (dG (8 x 2048) @ w_hh (2048 x 512): 85 GFLOP/s in 240-long slices,
-    53 in 48-column tiles, measured)."""
+    path (small_gemm() False) a gemv per row up to GEMV_MAX_ROWS rows, else one call. With it, in tiles that OpenBLAS
+    multiplies without repacking B: all at once when m * N * K <= SMALL_GEMM_MNK, else TILE_ROWS rows by _tile_cols
+    columns, or, where K is so long that those columns would be fewer than 128 (the backward's dG_t @ w_hh), by all N
+    columns and a slice of K, the slices' products added up (dG (8 x 2048) @ w_hh (2048 x 512): 85 GFLOP/s in
+    240-long slices, 53 in 48-column tiles, measured)."""
     if not small_gemm():                        # every gemm call packs: gemv a row up to GEMV_MAX_ROWS, else one call
         if m <= GEMV_MAX_ROWS:
             for r in range(m):

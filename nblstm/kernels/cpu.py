@@ -128,9 +128,10 @@ def peephole_grads(dwp, dG, C, c0):
 # cut into chunks, each running the whole time loop on its own: no barrier inside the loop, the pointwise step on all
 # cores; the chunks go to numba's threads (prange). Each step's product of a chunk goes to the BLAS in tiles small
 # enough for OpenBLAS to skip repacking w_hh (_blas.gemm_tiles), where its core has that small-matrix path (SkylakeX
-# kernels); with other cores in one call, gemv for one row. The time loop splits from SPLIT_MIN_WORK multiply-adds
-# per recurrent step (B * 4H * P) and B >= 2; the input product and the weight gradients, big GEMMs, are split by rows
-# of their results whenever the loop is, and on their own from GEMM_SPLIT_MIN multiply-adds (a long sequence at B = 1).
+# kernels); with other cores a gemv per row up to 8 rows, else one call. The time loop splits from SPLIT_MIN_WORK
+# multiply-adds per recurrent step (B * 4H * P) and B >= 2; the input product and the weight gradients, big GEMMs, are
+# split by rows of their results whenever the loop is, and on their own from GEMM_SPLIT_MIN multiply-adds (a long
+# sequence at B = 1).
 # During a split the BLAS runs one thread per call (_blas.blas_threads; _blas sets one thread when it loads anyway), so
 # only numba's pool runs. With one numba thread, or a BLAS whose thread count cannot be set, everything runs on the
 # calling thread with the BLAS's own threads, as the same functions on rows 0..B. If a split raises, the BLAS's thread

@@ -221,7 +221,7 @@ def _blas_core():
     OPENBLAS_L2_SIZE that chose them when set (benchmarks/README.md: a forced older core halves the products)."""
     from nblstm.kernels import _blas
     path = ("small-matrix path: recurrent products in tiles" if _blas.use_small_gemm()
-            else "no small-matrix path: a gemv per row up to 8 rows, else one product a step")
+            else f"no small-matrix path: a gemv per row up to {_blas.GEMV_MAX_ROWS} rows, else one product a step")
     forced = ", ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ)
     return (f"nblstm's BLAS core: {_blas.BLAS_CORE} ({path})"
             + (f"; forced by the environment: {forced}" if forced else "; OPENBLAS_CORETYPE not set"))

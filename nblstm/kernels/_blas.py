@@ -50,7 +50,16 @@ def _unavailable(n):
     return -1
 
 
-def _find_setter():
+def _first_symbol(lib, names):
+    """The first of the functions `names` that the ctypes library `lib` (or None) has, or None."""
+    for name in names:
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            return fn
+    return None
+
+
+def _find_blas():
     """(address of the BLAS's thread-count setter or of _unavailable, path of the library that has it or None, the
     OpenBLAS core type whose kernels it runs, lower case, or None: not an OpenBLAS that says)."""
     try:
@@ -63,24 +72,20 @@ def _find_setter():
             lib = ctypes.CDLL(path)
         except OSError:
             lib = None
-    core = None
-    for name in _CORE_NAMES:
-        fn = getattr(lib, name, None)
-        if fn is not None:
-            fn.restype = ctypes.c_char_p
-            core = (fn() or b"").decode("ascii", "replace").strip().lower() or None
-            break
-    for name in _SETTERS:
-        fn = getattr(lib, name, None)
-        if fn is not None:
-            address = ctypes.cast(fn, ctypes.c_void_p).value
-            return address, _library_of(address) or path, core
-    return ctypes.cast(_unavailable, ctypes.c_void_p).value, None, core
+    core, corename = None, _first_symbol(lib, _CORE_NAMES)
+    if corename is not None:
+        corename.restype = ctypes.c_char_p
+        core = (corename() or b"").decode("ascii", "replace").strip().lower() or None
+    setter = _first_symbol(lib, _SETTERS)
+    if setter is None:
+        return ctypes.cast(_unavailable, ctypes.c_void_p).value, None, core
+    address = ctypes.cast(setter, ctypes.c_void_p).value
+    return address, _library_of(address) or path, core
 
 
 # BLAS_LIBRARY: the library whose thread count is set, or None; BLAS_CORE: OpenBLAS's core type (e.g. "skylakex",
 # "haswell"; OPENBLAS_CORETYPE in the environment chooses it when the library loads), or None
-_setter_address, BLAS_LIBRARY, BLAS_CORE = _find_setter()
+_setter_address, BLAS_LIBRARY, BLAS_CORE = _find_blas()
 ll.add_symbol(_THREADS_SYMBOL, _setter_address)
 # One pool: this BLAS runs one thread per call from here on (when nblstm's CPU kernels load, for the rest of the
 # process), and nblstm's parallel work goes to numba's threads (the LSTM layers' row chunks). With OpenBLAS's own
@@ -127,6 +132,17 @@ def _slot(typingctx, value):
     return sig, codegen
 
 
+@njit(cache=True, inline="always")
+def _kind(a, b, c):
+    """The BLAS kind of gemm's and gemv's arrays, 's' (float32) or 'd' (float64) as int8; ValueError unless all three
+    are C-contiguous and of one dtype."""
+    if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous):
+        raise ValueError("gemm / gemv: a, b and c must be C-contiguous")
+    if a.itemsize != c.itemsize or b.itemsize != c.itemsize:
+        raise ValueError("gemm / gemv: a, b and c must have one dtype")
+    return np.int8(115) if c.itemsize == 4 else np.int8(100)
+
+
 @njit(cache=True)
 def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     """Row-major C = op(A) op(B) + beta C through the BLAS; beta is 0 (overwrite) or 1 (accumulate).
@@ -135,11 +151,7 @@ def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     offset `ia` of `a` with row stride `lda`, as an m x k matrix, or as k x m when `trans_a`; likewise op(B) k x n.
     The arrays must be C-contiguous and of one float dtype; sizes of 0 are allowed (nothing is done but beta).
     """
-    if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous):
-        raise ValueError("gemm: a, b and c must be C-contiguous")
-    if a.itemsize != c.itemsize or b.itemsize != c.itemsize:
-        raise ValueError("gemm: a, b and c must have one dtype")
-    kind = np.int8(115) if c.itemsize == 4 else np.int8(100)               # 's' (float32) or 'd'
+    kind = _kind(a, b, c)
     t, nt = np.int8(116), np.int8(110)          # 't', 'n'
     # column-major: C^T (n x m) = op(B)^T op(A)^T, each row-major matrix read as its transpose
     _xxgemm(kind, t if trans_b else nt, t if trans_a else nt, n, m, k, _slot(c.dtype.type(1.0)), _address(b, ib),
@@ -206,18 +218,11 @@ _xxgemv = types.ExternalFunction("numba_xxgemv", types.intc(
 def gemv(trans_b, N, K, a, ia, b, ib, ldb, c, ic):
     """Row-major c (1 x N) = a (1 x K) op(B) through the BLAS's gemv (no packing at any size), beta 0: B as in gemm,
     the row a contiguous from offset `ia` of `a`, c from offset `ic` of `c`; one float dtype, C-contiguous."""
-    if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous):
-        raise ValueError("gemv: a, b and c must be C-contiguous")
-    if a.itemsize != c.itemsize or b.itemsize != c.itemsize:
-        raise ValueError("gemv: a, b and c must have one dtype")
-    kind = np.int8(115) if c.itemsize == 4 else np.int8(100)               # 's' (float32) or 'd'
+    kind = _kind(a, b, c)
     # B row-major K x N (ldb) is column-major N x K: c = B_cm a ('n'); B^T stored N x K is column-major K x N: 't'
-    if trans_b:
-        _xxgemv(kind, np.int8(116), K, N, _slot(c.dtype.type(1.0)), _address(b, ib), max(ldb, 1), _address(a, ia),
-                _slot(c.dtype.type(0.0)), _address(c, ic))
-    else:
-        _xxgemv(kind, np.int8(110), N, K, _slot(c.dtype.type(1.0)), _address(b, ib), max(ldb, 1), _address(a, ia),
-                _slot(c.dtype.type(0.0)), _address(c, ic))
+    trans, rows, cols = (np.int8(116), K, N) if trans_b else (np.int8(110), N, K)
+    _xxgemv(kind, trans, rows, cols, _slot(c.dtype.type(1.0)), _address(b, ib), max(ldb, 1), _address(a, ia),
+            _slot(c.dtype.type(0.0)), _address(c, ic))
 
 
 @njit(cache=True)

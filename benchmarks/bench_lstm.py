@@ -217,13 +217,13 @@ def _blas_pools():
 
 
 def _blas_core():
-    """Which kernels nblstm's BLAS (scipy's OpenBLAS) runs, the product path that follows, and the OPENBLAS_CORETYPE /
-    OPENBLAS_L2_SIZE that chose them when set (benchmarks/README.md: a forced older core halves the products)."""
-    from nblstm.kernels import _blas
-    path = ("small-matrix path: recurrent products in tiles" if _blas.use_small_gemm()
-            else f"no small-matrix path: a gemv per row up to {_blas.GEMV_MAX_ROWS} rows, else one product a step")
+    """nblstm's product kernel (its vector width and register block, chosen for this processor), the kernels that
+    scipy's OpenBLAS runs (np.dot in the RNN, projections, attention) and the OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE that
+    chose them when set (benchmarks/README.md)."""
+    from nblstm.kernels import _blas, _gemm
     forced = ", ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ)
-    return (f"nblstm's BLAS core: {_blas.BLAS_CORE} ({path})"
+    return (f"nblstm's LSTM products: its own kernel, {_gemm.VBYTES * 8}-bit vectors, {_gemm.MR} x {_gemm.NV} vector "
+            f"blocks; scipy's OpenBLAS core (np.dot elsewhere): {_blas.BLAS_CORE}"
             + (f"; forced by the environment: {forced}" if forced else "; OPENBLAS_CORETYPE not set"))
 
 

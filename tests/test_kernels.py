@@ -1,6 +1,5 @@
 """Every kernel of every backend against the NumPy oracle (nblstm.reference), on drawn shapes, both dtypes, with
 and without peepholes, a projection and variable lengths (testing.variants)."""
-import contextlib
 
 import numba
 import numpy as np
@@ -11,7 +10,7 @@ from hypothesis import strategies as st
 from _devices import DEVICES, call, given_on, shapes
 from nblstm import reference as R
 from nblstm import testing
-from nblstm.kernels import _blas, cpu
+from nblstm.kernels import _gemm, cpu
 from nblstm.kernels._math import ACTIVATIONS
 
 
@@ -122,59 +121,77 @@ def test_row_chunks_on_threads_match_reference():
     check()
 
 
-@numba.njit(cache=True)
-def _small_gemm_now():
-    """_blas.small_gemm() as compiled (and cached) code reads it."""
-    return _blas.small_gemm()
+def _strided(rng, rows, cols, pad, offset, dtype):
+    """(array, flat offset, row stride): a rows x cols matrix stored from `offset` with `pad` spare columns a row,
+    inside an array of random values."""
+    ld = max(cols + pad, 1)
+    flat = rng.standard_normal(offset + rows * ld + 3).astype(dtype)
+    return flat.reshape(1, -1), offset, ld
 
 
-@contextlib.contextmanager
-def _small_gemm(flag):
-    """gemm_tiles with (True) or without (False) OpenBLAS's small-matrix path, whatever this machine's BLAS runs."""
-    previous = _blas.use_small_gemm(flag)
-    try:
-        yield
-    finally:
-        _blas.use_small_gemm(previous)
+def _view(arr, offset, ld, rows, cols):
+    return arr.reshape(-1)[offset:offset + rows * ld].reshape(rows, ld)[:, :cols]
 
 
-@given(st.integers(1, 40), st.integers(1, 700), st.integers(1, 3000), st.booleans(), st.integers(0, 3),
-       testing.float_dtypes(), st.booleans())
-def test_gemm_tiles_matches_numpy(m, N, K, trans_b, offset, dtype, small):
-    """_blas.gemm_tiles (the recurrent products) is the plain product, with offsets and row strides into larger
-    arrays, both ways: with the small-matrix path (small) products above SMALL_GEMM_MNK (1e6) are tiled, by columns
-    or (long K) by slices of K added up; without it a gemv per row up to GEMV_MAX_ROWS (8) rows, else one call,
-    in both layouts of B."""
-    rng = np.random.default_rng(m * 1000003 + N * 1009 + K)
-    a = rng.standard_normal((offset + m, K + 1)).astype(dtype)
-    b = rng.standard_normal((offset + N, K + 2) if trans_b else (offset + K, N + 2)).astype(dtype)
-    c = np.full((m + 1, N + 3), 7.0, dtype)
-    with _small_gemm(small):
-        _blas.gemm_tiles(m, N, K, a, offset * (K + 1), K + 1, b, offset * b.shape[1], trans_b, b.shape[1], c,
-                         c.shape[1] + 1, c.shape[1])
-    B = b[offset:, :K].T if trans_b else b[offset:, :N]
-    want = a[offset:, :K].astype(np.float64) @ B.astype(np.float64)
-    testing.assert_close(c[1:, 1:N + 1], want, dtype, "C")
-    assert (c[0] == 7).all() and (c[:, 0] == 7).all() and (c[:, N + 1:] == 7).all()
+@given(st.integers(0, 150), st.integers(0, 150), st.integers(0, 40), st.booleans(), st.booleans(),
+       st.sampled_from([0.0, 1.0]), st.integers(0, 3), st.integers(0, 5), testing.float_dtypes(),
+       st.sampled_from([1, 1, 8, 30]))
+def test_gemm_matches_numpy(m, n, k, trans_a, trans_b, beta, pad, offset, dtype, depth):
+    """_gemm.gemm (the layers' input products, dx and weight gradients) is the plain product C = op(A) op(B) + beta C
+    with offsets and row strides into larger arrays, both transposes, overwriting (beta 0) or adding: rows past whole
+    register blocks and panels, A^T B by strips of C's rows (_tblock) and the rows after them (packed path), depths
+    across the KC (256) and KT (1024) blocks (depth scales k up to 1200); nothing outside C is written."""
+    k *= depth
+    rng = np.random.default_rng(m * 1000003 + n * 1009 + k * 7 + offset)
+    a, ia, lda = _strided(rng, *((k, m) if trans_a else (m, k)), pad, offset, dtype)
+    b, ib, ldb = _strided(rng, *((n, k) if trans_b else (k, n)), pad + 1, offset + 1, dtype)
+    c, ic, ldc = _strided(rng, m, n, pad + 2, offset + 2, dtype)
+    before = c.copy()
+    A = _view(a, ia, lda, *((k, m) if trans_a else (m, k)))
+    B = _view(b, ib, ldb, *((n, k) if trans_b else (k, n)))
+    want = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
+    want += beta * _view(before, ic, ldc, m, n)
+    _gemm.gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc)
+    testing.assert_close(_view(c, ic, ldc, m, n), want, dtype, "C")
+    outside = np.ones(c.size, bool)
+    for r in range(m):
+        outside[ic + r * ldc:ic + r * ldc + n] = False
+    np.testing.assert_array_equal(c.reshape(-1)[outside], before.reshape(-1)[outside])
 
 
-@pytest.mark.parametrize("small", [True, False])
-def test_layers_with_and_without_small_gemm_match_reference(small):
-    """The layer kernels give the reference's outputs and gradients with either product path of gemm_tiles (which
-    one a machine takes depends on its OpenBLAS core, _blas.BLAS_CORE): one row and a few rows (a gemv per row without
-    the small path), 9 rows unsplit (one call), rows split over threads (n = 2), time chunks (K = 3), and a shape
-    whose products are tiled with the small path (P = 300: 4 x 1200 x 300 > SMALL_GEMM_MNK with rows split in two,
-    9 x 1200 x 300 without; the K slices are test_gemm_tiles_matches_numpy's). The compiled
-    kernels read the setting at run time (cached code does not freeze it): _small_gemm_now follows it both ways."""
-    for flag in (True, False, small):
-        with _small_gemm(flag):
-            assert _small_gemm_now() is flag
-    with _small_gemm(small):
-        for k, (shape, chunks) in enumerate([((9, 1, 3, 5), None), ((40, 1, 4, 6), (1, 3)), ((6, 3, 5, 33), None),
-                                             ((5, 4, 7, 9), (2, 1)), ((3, 9, 6, 130), (1, 1)), ((2, 9, 3, 300), None)]):
-            for dtype in (np.float32, np.float64):
-                _check_layer("cpu", shape, dtype, "tanh", dict(peephole=k % 2 == 1, proj=k == 2), 100 + k,
-                             chunks=chunks)
+@given(st.integers(1, 70), st.integers(1, 300), st.integers(1, 300), st.booleans(), testing.float_dtypes())
+def test_gemm_packed_matches_numpy_and_rounds_as_one_chain(m, n, k, trans, dtype):
+    """_gemm.packed / gemm_packed (the recurrent products against w_hh packed once): the plain product, in both
+    layouts of the weight; each element of C is one chain of fused multiply-adds over k in order, whatever the register
+    block: so with k <= KC, gemm's A^T B (by strips of C's rows, _tblock, up to TBLOCK_MAX_N columns; else the packed
+    path reading A^T in place) equals it bit for bit, and a row alone equals it inside a block of rows."""
+    rng = np.random.default_rng(m * 7919 + n * 31 + k)
+    w = rng.standard_normal((n, k) if trans else (k, n)).astype(dtype)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    c = np.full((m, n), np.nan, dtype)
+    _gemm.gemm_packed(m, n, k, a, 0, k, 1, _gemm.packed(w, trans), 0.0, c, 0, n)
+    testing.assert_close(c, a.astype(np.float64) @ (w.T if trans else w).astype(np.float64), dtype, "C")
+    row = np.empty((1, n), dtype)
+    _gemm.gemm_packed(1, n, k, a, (m - 1) * k, k, 1, _gemm.packed(w, trans), 0.0, row, 0, n)
+    np.testing.assert_array_equal(row[0], c[m - 1])
+    if k <= _gemm.KC:
+        at = np.ascontiguousarray(a.T)          # k x m: A^T B with A^T's rows in memory
+        d = np.empty((m, n), dtype)
+        _gemm.gemm(True, trans, m, n, k, at, 0, m, w, 0, w.shape[1], 0.0, d, 0, n)
+        np.testing.assert_array_equal(d, c)
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_layers_products_match_reference(case):
+    """The layer kernels with nblstm's products at the edges of its blocks give the reference's outputs and
+    gradients: one row and a few, 4H = 132 (two strips of C's rows in the weight gradients and 4 rows after them),
+    P = 130 and 300 (a partial panel), T * B = 1200 > KT (weight gradients in two blocks of depth), rows split over
+    threads (n = 2) and time chunks (K = 3)."""
+    shape, chunks = [((9, 1, 3, 5), None), ((40, 1, 4, 6), (1, 3)), ((6, 3, 5, 33), None), ((5, 4, 7, 9), (2, 1)),
+                     ((3, 9, 6, 130), (1, 1)), ((2, 9, 3, 300), None), ((300, 4, 3, 5), None)][case]
+    for dtype in (np.float32, np.float64):
+        _check_layer("cpu", shape, dtype, "tanh", dict(peephole=case % 2 == 1, proj=case == 2), 100 + case,
+                     chunks=chunks)
 
 
 def test_layers_from_the_threshold_on_split():

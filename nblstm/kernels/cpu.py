@@ -10,13 +10,14 @@
 # c_{t-1} in place, or LLVM's runtime alias check sends the pointwise loop to its scalar fallback (2.5x slower
 # forward at T, B, I, H = 100, 32, 128, 128, measured); for the same reason the pointwise step's h, unused with a
 # projection, goes to a scratch array rather than to m itself.
-# Matrix products go to the BLAS through np.dot or _blas.gemm / gemm_tiles (offsets and strides into the arrays).
+# The LSTM layers' matrix products are nblstm's own (_gemm.gemm, _gemm.gemm_packed: offsets and strides into the
+# arrays, w_hh packed once a call); the RNN's go to the BLAS through np.dot.
 # Pointwise loops run over one gate block's row at a time (views gi, gf, gg, go of length H): indexed by the
 # loop counter alone, they vectorize; G[b, 2 * H + j] indexing does not (numba's negative-index wraparound).
 import numba
 import numpy as np
 
-from . import _blas, _math, refresh_cache_on_change
+from . import _blas, _gemm, _math, refresh_cache_on_change
 
 # error_model="numpy": no ZeroDivisionError test before each division (a branch that stops vectorization).
 # No fastmath: "contract" (FMA) saves 20% of the pointwise time (about 1% of a layer), but with it the no-tape
@@ -126,9 +127,8 @@ def peephole_grads(dwp, dG, C, c0):
 
 # Splitting a layer over numba's threads. The batch rows of a layer are independent through time, so the rows can be
 # cut into chunks, each running the whole time loop on its own: no barrier inside the loop, the pointwise step on all
-# cores; the chunks go to numba's threads (prange). Each step's product of a chunk goes to the BLAS in tiles small
-# enough for OpenBLAS to skip repacking w_hh (_blas.gemm_tiles), where its core has that small-matrix path (SkylakeX
-# kernels); with other cores a gemv per row up to 8 rows, else one call. The time loop splits from SPLIT_MIN_WORK
+# cores; the chunks go to numba's threads (prange). Each step's product of a chunk is _gemm.gemm_packed against
+# w_hh packed once for the whole call (forward: w_hh^T; backward: w_hh). The time loop splits from SPLIT_MIN_WORK
 # multiply-adds per recurrent step (B * 4H * P) and B >= 2; the input product and the weight gradients, big GEMMs, are
 # split by rows of their results whenever the loop is, and on their own from GEMM_SPLIT_MIN multiply-adds (a long
 # sequence at B = 1).
@@ -202,16 +202,16 @@ def _split_begin(n):
 def _input_rows(G2, x2, w_ih, b, r0, r1):
     """Rows r0:r1 of G2 (T*B, 4H) = x2 (T*B, I) @ w_ih^T + b."""
     N, I = G2.shape[1], x2.shape[1]
-    _blas.gemm(False, True, r1 - r0, N, I, x2, r0 * I, I, w_ih, 0, I, 0.0, G2, r0 * N, N)
+    _gemm.gemm(False, True, r1 - r0, N, I, x2, r0 * I, I, w_ih, 0, I, 0.0, G2, r0 * N, N)
     for r in range(r0, r1):
         for k in range(N):
             G2[r, k] += b[k]
 
 
 @_jit
-def _forward_rows(b0, b1, t0, t1, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act):
-    """Steps t0:t1 of lstm_forward's time loop for batch rows b0:b1, G holding the input products of those steps; the
-    recurrent weight w_rec is w_hh (4H, P) when trans, else w_hh^T (P, 4H), C-contiguous either way."""
+def _forward_rows(b0, b1, t0, t1, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, lengths, act):
+    """Steps t0:t1 of lstm_forward's time loop for batch rows b0:b1, G holding the input products of those steps; w_rec
+    is w_hh^T packed (_gemm.packed(w_hh, True))."""
     T, B, H4 = G.shape
     P = h_n.shape[1]
     nC, nT, nM = C.shape[0], TC.shape[0], M.shape[0]
@@ -223,7 +223,7 @@ def _forward_rows(b0, b1, t0, t1, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp,
     for t in range(t0, t1):
         c_prev = c0[b0:b1] if t == 0 else C[(t - 1) % nC, b0:b1]
         # recurrent product h_{t-1} @ w_hh^T of these rows
-        _blas.gemm_tiles(b1 - b0, H4, P, h_n, b0 * P, P, w_rec, 0, trans, w_rec.shape[1], hw, b0 * H4, H4)
+        _gemm.gemm_packed(b1 - b0, H4, P, h_n, b0 * P, P, 1, w_rec, 0, hw, b0 * H4, H4)
         if one_row and t < lengths[b0]:         # cell_forward's own B = 1 path without its call (~50 ns a step)
             _cell_forward_row(G[t, b0], C[t % nC, b0], TC[t % nT, b0], y[t, b0], h_n[b0], hw[b0], c_prev[0], wp, act,
                               one, zero)
@@ -239,11 +239,11 @@ def _forward_rows(b0, b1, t0, t1, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp,
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act):
+def _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, lengths, act):
     """_forward_rows over all batch rows, in n chunks on numba's threads."""
     B = G.shape[1]
     for s in numba.prange(n):
-        _forward_rows(s * B // n, (s + 1) * B // n, 0, G.shape[0], y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp,
+        _forward_rows(s * B // n, (s + 1) * B // n, 0, G.shape[0], y, h_n, C, TC, M, G, hw, c0, w_rec, wp,
                       w_hr, lengths, act)
 
 
@@ -256,12 +256,12 @@ def _input_split(n, G2, x2, w_ih, b, r0, r1):
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def _forward_overlap(t0, t1, t2, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act, G2, x2, w_ih, b):
+def _forward_overlap(t0, t1, t2, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, lengths, act, G2, x2, w_ih, b):
     """Steps t0:t1 of the time loop (all batch rows) on one thread, the input products of steps t1:t2 on another."""
     B = G.shape[1]
     for s in numba.prange(2):
         if s == 0:
-            _forward_rows(0, B, t0, t1, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+            _forward_rows(0, B, t0, t1, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, lengths, act)
         else:
             _input_rows(G2, x2, w_ih, b, t1 * B, t2 * B)
 
@@ -283,11 +283,7 @@ def _lstm_forward_chunks(n, K, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_
     T, B, I = x.shape
     H = c0.shape[1]
     h_n[:] = h0                                 # h_n carries the running state
-    # For H <= 128, w_hh^T copied to C order: OpenBLAS takes h @ w_hhT up to 2x faster than h @ w_hh.T there
-    # (B=1, H=32: 0.17 vs 0.30 us; B=16, H=64: 4.6 vs 9.9 us). For larger H both are as fast, and the transposing
-    # copy is not free (0.3 ms at H=256, 3.5 ms at H=512).
-    trans = H > 128
-    w_rec = np.ascontiguousarray(w_hh) if trans else np.ascontiguousarray(w_hh.T)
+    w_rec = _gemm.packed(w_hh, True)            # w_hh^T (P, 4H) in panels, once for all steps
     m = _gemm_split_count(n, T * B, 4 * H, I)
     prev = _split_begin(max(m, 2) if K > 1 else m)  # > 0: split (then m > 1 or K > 1); n > 1 only ever with m = n
     G2, x2 = G.reshape((T * B, 4 * H)), x.reshape((T * B, I))
@@ -295,24 +291,24 @@ def _lstm_forward_chunks(n, K, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_
         _input_split(max(m, 2), G2, x2, w_ih, b, 0, T // K * B)
         for c in range(K - 1):
             _forward_overlap(c * T // K, (c + 1) * T // K, (c + 2) * T // K, y, h_n, C, TC, M, G, hw, c0, w_rec,
-                             trans, wp, w_hr, lengths, act, G2, x2, w_ih, b)
-        _forward_rows(0, B, (K - 1) * T // K, T, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+                             wp, w_hr, lengths, act, G2, x2, w_ih, b)
+        _forward_rows(0, B, (K - 1) * T // K, T, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, lengths, act)
     else:                                       # the input product of all steps, then the loop
         if prev > 0:
             _input_split(m, G2, x2, w_ih, b, 0, T * B)
         else:
             _input_rows(G2, x2, w_ih, b, 0, T * B)
         if prev > 0 and n > 1:
-            _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+            _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, lengths, act)
         else:
-            _forward_rows(0, B, 0, T, y, h_n, C, TC, M, G, hw, c0, w_rec, trans, wp, w_hr, lengths, act)
+            _forward_rows(0, B, 0, T, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, lengths, act)
     if prev > 0:
         _blas.blas_threads(prev)
     c_n[:] = C[(T - 1) % C.shape[0]]            # finished rows carried their state to the last step
 
 
 @_jit
-def _backward_rows(b0, b1, t0, t1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act):
+def _backward_rows(b0, b1, t0, t1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_pk, wp, w_hr, G, C, TC, lengths, act):
     """Steps t1-1 down to t0 of lstm_backward's time loop for batch rows b0:b1: dh0, dc0 hold dL/dh, dL/dc of step
     t1-1 (dh_n, dc_n at t1 = T) and carry them back to step t0 - 1."""
     T, B, H4 = dG.shape
@@ -338,9 +334,9 @@ def _backward_rows(b0, b1, t0, t1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, 
         else:
             cell_backward(dGt, dc, dh, G[t, b0:b1], c_prev, TC[t, b0:b1], wp, lens, t, act)
         if t < all_run:                         # dL/dh_{t-1} = dG_t @ w_hh
-            _blas.gemm_tiles(b1 - b0, P, H4, dG, (t * B + b0) * H4, H4, w_hh, 0, False, P, dh0, b0 * P, P)
+            _gemm.gemm_packed(b1 - b0, P, H4, dG, (t * B + b0) * H4, H4, 1, w_pk, 0, dh0, b0 * P, P)
         else:                                   # ... for the running sequences; a frozen state passes it through
-            _blas.gemm_tiles(b1 - b0, P, H4, dG, (t * B + b0) * H4, H4, w_hh, 0, False, P, dhw, b0 * P, P)
+            _gemm.gemm_packed(b1 - b0, P, H4, dG, (t * B + b0) * H4, H4, 1, w_pk, 0, dhw, b0 * P, P)
             copy_running_rows(dh, dhw[b0:b1], lens, t, False)
 
 
@@ -356,29 +352,29 @@ def _weight_grads_part(s, n, t0, t1, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0,
     R = R1 - R0
     dG2 = dG.reshape((T * B, H4))
     r0, r1 = R0 + s * R // n, R0 + (s + 1) * R // n
-    _blas.gemm(False, False, r1 - r0, I, H4, dG2, r0 * H4, H4, w_ih, 0, I, 0.0, dx, r0 * I, I)
+    _gemm.gemm(False, False, r1 - r0, I, H4, dG2, r0 * H4, H4, w_ih, 0, I, 0.0, dx, r0 * I, I)
     k0, k1 = s * H4 // n, (s + 1) * H4 // n
-    _blas.gemm(True, False, k1 - k0, I, R, dG2, R0 * H4 + k0, H4, x, R0 * I, I, 1.0, dw_ih, k0 * I, I)
+    _gemm.gemm(True, False, k1 - k0, I, R, dG2, R0 * H4 + k0, H4, x, R0 * I, I, 1.0, dw_ih, k0 * I, I)
     if t0 == 0:                                 # h_{-1} = h0, then y[t - 1]
-        _blas.gemm(True, False, k1 - k0, P, B, dG2, k0, H4, h0, 0, P, 1.0, dw_hh, k0 * P, P)
-        _blas.gemm(True, False, k1 - k0, P, R1 - B, dG2, B * H4 + k0, H4, y, 0, P, 1.0, dw_hh, k0 * P, P)
+        _gemm.gemm(True, False, k1 - k0, P, B, dG2, k0, H4, h0, 0, P, 1.0, dw_hh, k0 * P, P)
+        _gemm.gemm(True, False, k1 - k0, P, R1 - B, dG2, B * H4 + k0, H4, y, 0, P, 1.0, dw_hh, k0 * P, P)
     else:
-        _blas.gemm(True, False, k1 - k0, P, R, dG2, R0 * H4 + k0, H4, y, (R0 - B) * P, P, 1.0, dw_hh, k0 * P, P)
+        _gemm.gemm(True, False, k1 - k0, P, R, dG2, R0 * H4 + k0, H4, y, (R0 - B) * P, P, 1.0, dw_hh, k0 * P, P)
     for r in range(R0, R1):
         for k in range(k0, k1):
             db[k] += dG2[r, k]
     if dw_hr.shape[0] > 0:
         H = dw_hr.shape[1]
         p0, p1 = s * P // n, (s + 1) * P // n
-        _blas.gemm(True, False, p1 - p0, H, R, dH, R0 * P + p0, P, M, R0 * H, H, 1.0, dw_hr, p0 * H, H)
+        _gemm.gemm(True, False, p1 - p0, H, R, dH, R0 * P + p0, P, M, R0 * H, H, 1.0, dw_hr, p0 * H, H)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act):
+def _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_pk, wp, w_hr, G, C, TC, lengths, act):
     """_backward_rows over all batch rows, in n chunks on numba's threads."""
     B = G.shape[1]
     for s in numba.prange(n):
-        _backward_rows(s * B // n, (s + 1) * B // n, 0, G.shape[0], dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp,
+        _backward_rows(s * B // n, (s + 1) * B // n, 0, G.shape[0], dh0, dc0, dG, dH, dm, dhw, dy, c0, w_pk, wp,
                        w_hr, G, C, TC, lengths, act)
 
 
@@ -390,14 +386,14 @@ def _weight_grads_split(n, t0, t1, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True)
-def _backward_overlap(t0, t1, t2, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act, dx,
+def _backward_overlap(t0, t1, t2, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_pk, wp, w_hr, G, C, TC, lengths, act, dx,
                       dw_ih, dw_hh, db, dw_hr, x, h0, w_ih, M, y):
     """Steps t1-1..t0 of the backward time loop (all batch rows) on one thread, the weight gradients of steps t1:t2
     on another."""
     B = G.shape[1]
     for s in numba.prange(2):
         if s == 0:
-            _backward_rows(0, B, t0, t1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
+            _backward_rows(0, B, t0, t1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_pk, wp, w_hr, G, C, TC, lengths, act)
         else:
             _weight_grads_part(0, 1, t1, t2, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
 
@@ -422,20 +418,21 @@ def _lstm_backward_chunks(n, K, dx, dh0, dc0, dw_ih, dw_hh, db, dwp, dw_hr, dG, 
     T, B, I = x.shape
     dh0[:] = dh_n                               # dh0, dc0 carry dL/dh_t, dL/dc_t back through time
     dc0[:] = dc_n
+    w_pk = _gemm.packed(w_hh, False)            # w_hh (4H, P) in panels, once for all steps
     m = _gemm_split_count(n, T * B, dG.shape[2], max(I, h0.shape[1]))
     prev = _split_begin(max(m, 2) if K > 1 else m)  # as in _lstm_forward_chunks
     if prev > 0 and K > 1:                      # time chunks, last first: chunk c's loop beside chunk c+1's products
-        _backward_rows(0, B, (K - 1) * T // K, T, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC,
+        _backward_rows(0, B, (K - 1) * T // K, T, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_pk, wp, w_hr, G, C, TC,
                        lengths, act)
         for c in range(K - 2, -1, -1):
             _backward_overlap(c * T // K, (c + 1) * T // K, (c + 2) * T // K, dh0, dc0, dG, dH, dm, dhw, dy, c0,
-                              w_hh, wp, w_hr, G, C, TC, lengths, act, dx, dw_ih, dw_hh, db, dw_hr, x, h0, w_ih, M, y)
+                              w_pk, wp, w_hr, G, C, TC, lengths, act, dx, dw_ih, dw_hh, db, dw_hr, x, h0, w_ih, M, y)
         _weight_grads_split(max(m, 2), 0, T // K, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
     else:                                       # the loop, then the products of all steps
         if prev > 0 and n > 1:
-            _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
+            _backward_split(n, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_pk, wp, w_hr, G, C, TC, lengths, act)
         else:
-            _backward_rows(0, B, 0, T, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_hh, wp, w_hr, G, C, TC, lengths, act)
+            _backward_rows(0, B, 0, T, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_pk, wp, w_hr, G, C, TC, lengths, act)
         if prev > 0:
             _weight_grads_split(m, 0, T, dx, dw_ih, dw_hh, db, dw_hr, dG, dH, x, h0, w_ih, M, y)
         else:
@@ -530,4 +527,4 @@ refresh_cache_on_change([cell_forward, _cell_forward_row, cell_backward, copy_ru
                          _lstm_forward_chunks, _backward_rows,
                          _weight_grads_part, _backward_split, _weight_grads_split, _backward_overlap, lstm_backward,
                          _lstm_backward_chunks, copy_steps, rnn_cell_forward,
-                         rnn_cell_backward, rnn_forward, rnn_backward], [_math.__file__, _blas.__file__])
+                         rnn_cell_backward, rnn_forward, rnn_backward], [_math.__file__, _blas.__file__, _gemm.__file__])

@@ -1,0 +1,371 @@
+# nblstm's own matrix product for the CPU layer kernels: op(B) packed into panels of NR columns, then a register-blocked
+# kernel (MR rows x NR columns of C held in vector registers through the whole depth K) written in LLVM IR: vector
+# loads of a panel row, a broadcast of one element of A per row, llvm.fma. numba compiles it for this machine's
+# processor (AVX-512 where it has it), whatever kernels the BLAS picked.
+#
+# Why: the LSTM's products are small in one dimension (a step's B rows against w_hh) or are run many times against
+# one weight matrix, which OpenBLAS repacks at every call, except in its SkylakeX cores' small-matrix path; a
+# processor that OpenBLAS does not know, or an environment that forces its core type (OPENBLAS_CORETYPE=Haswell on a
+# Zen 5, where older OpenBLAS builds fail), runs AVX2 kernels that pack every call. Measured on that Zen 5, one thread,
+# float32 (GFLOP/s, this kernel with w_hh packed once against OpenBLAS 0.3.30 as nblstm called it before, gemm_tiles):
+# 16 x 64 @ 64 x 256 217 against 44 (Haswell kernels) / 154 (SkylakeX); 32 x 256 @ 256 x 1024 191 / 62 / 123;
+# 32 x 512 @ 512 x 2048 160 / 62 / 98; 6400 x 256 @ 256 x 1024 (an input product) 205 / 96 / 111.
+#
+# A^T B (the weight gradients, A = dG over all steps) by a second kernel (_tblock) with the roles turned: vectors
+# along C's rows, which are A's contiguous columns, a broadcast of B per column, C stored element by element.
+#
+# Each element of C is one chain of fused multiply-adds over k in order within a depth block (KC deep in the packed
+# path, KT in _tblock), the blocks added to C in order: a product's rounding does not depend on MR, NV, the vector
+# width or the processor. Without AVX-512, 32-byte vectors (AVX2's 16 registers); without hardware FMA, llvm.fma is
+# a (slow, exact) library call. NUMBA_CPU_NAME=generic compiles the same IR for a baseline x86-64 (correct, slower).
+import llvmlite.binding as ll
+import numpy as np
+from llvmlite import ir
+import numba
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from . import _blas, refresh_cache_on_change
+
+# Vector bytes and the register block: with AVX-512, 32 vector registers: 6 x 4 accumulators, 4 panel vectors and a
+# broadcast; with 16 (AVX2, other targets): 4 x 3 + 3 + 1. NR = NV vectors of VBYTES // itemsize elements (float32:
+# 64 columns with AVX-512).
+WIDE = bool(ll.get_host_cpu_features().get("avx512f", False))
+VBYTES, MR, NV = (64, 6, 4) if WIDE else (32, 4, 3)
+KC = 256            # depth of a packed block: a panel (KC x NR) stays in L1 / L2 while the rows of A pass over it
+MC = 96             # rows of A per pass over all panels (MC x KC of A stays in L2)
+KT = 512            # depth of a block of A^T B (_tblock): a strip of A (KT x NR) stays in L2 over all of B's columns
+# A^T B (weight gradients) by _tblock up to this many columns, else by the packed path with A^T read in place. One
+# thread, float32, GFLOP/s (_tblock / packed): 256 x 128 x 3200 120 / 82; 1024 x 256 x 6400 105 / 142; 1024 x 512 x
+# 3200 69 / 130 (C's columns, stored element by element, and the strips of A, 2 KB apart, cost more there).
+TBLOCK_MAX_N = 128
+
+_jit = numba.njit(cache=True, error_model="numpy")
+
+
+def _vector_type(context, dtype):
+    """(LLVM element type, vector type, lanes L) of VBYTES vectors of `dtype`."""
+    fty = context.get_data_type(dtype)
+    L = VBYTES // (4 if isinstance(fty, ir.FloatType) else 8)
+    return fty, ir.VectorType(fty, L), L
+
+
+def _fma(builder, vty, L):
+    """The llvm.fma intrinsic of vector type vty."""
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                                          "llvm.fma.v%d%s" % (L, "f32" if L * 4 == VBYTES else "f64"))
+
+
+@intrinsic
+def _block(typingctx, rows, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta):
+    """C[r, j] (+)= sum_k A[r, k] P[k, j] for r < rows (a literal int), j < ncols (<= NR): A's element (r, k) at flat
+    index ia + r sr + k sk of a, the panel's (k, j) at ip + k NR + j of p, C's (r, j) at ic + r ldc + j of c; beta != 0
+    adds to C, else overwrites it."""
+    if not isinstance(rows, types.IntegerLiteral):
+        return None                             # numba retries with the literal type
+    sig = types.void(rows, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
+
+    def codegen(context, builder, sig, args):
+        _, a_, ia_, sr_, sk_, p_, ip_, K_, c_, ic_, ldc_, nc_, beta_ = args
+        R = sig.args[0].literal_value
+        fty, vty, L = _vector_type(context, sig.args[1].dtype)
+        NR = NV * L
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        vptr = vty.as_pointer()
+        fma = _fma(builder, vty, L)
+        A = context.make_array(sig.args[1])(context, builder, a_).data
+        P = context.make_array(sig.args[5])(context, builder, p_).data
+        C = context.make_array(sig.args[8])(context, builder, c_).data
+        zero, undef = ir.Constant(vty, [0.0] * L), ir.Constant(vty, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(i32, L), [0] * L)
+        # accumulators in stack slots, promoted to registers by LLVM's mem2reg
+        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)] for _ in range(R)]
+        with cgutils.for_range(builder, K_) as loop:
+            k = loop.index
+            pk = builder.add(ip_, builder.mul(k, ir.Constant(i64, NR)))
+            panel = [builder.load(builder.bitcast(builder.gep(P, [builder.add(pk, ir.Constant(i64, v * L))]), vptr),
+                                  align=1) for v in range(NV)]
+            ak = builder.add(ia_, builder.mul(k, sk_))
+            for r in range(R):
+                x = builder.load(builder.gep(A, [builder.add(ak, builder.mul(ir.Constant(i64, r), sr_))]))
+                xv = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
+                for v in range(NV):
+                    builder.store(builder.call(fma, [xv, panel[v], builder.load(acc[r][v])]), acc[r][v])
+        add = builder.icmp_signed("!=", beta_, ir.Constant(beta_.type, 0))
+        with builder.if_else(builder.icmp_signed("==", nc_, ir.Constant(i64, NR))) as (full, part):
+            with full:                          # whole vectors to C
+                for r in range(R):
+                    row = builder.add(ic_, builder.mul(ir.Constant(i64, r), ldc_))
+                    for v in range(NV):
+                        ptr = builder.bitcast(builder.gep(C, [builder.add(row, ir.Constant(i64, v * L))]), vptr)
+                        with builder.if_then(add):
+                            builder.store(builder.fadd(builder.load(ptr, align=1), builder.load(acc[r][v])),
+                                          acc[r][v])
+                        builder.store(builder.load(acc[r][v]), ptr, align=1)
+            with part:                          # the last panel's ncols < NR columns, element by element
+                buf = cgutils.alloca_once(builder, fty, size=NR)
+                for r in range(R):
+                    row = builder.add(ic_, builder.mul(ir.Constant(i64, r), ldc_))
+                    for v in range(NV):
+                        builder.store(builder.load(acc[r][v]),
+                                      builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vptr), align=1)
+                    with cgutils.for_range(builder, nc_) as col:
+                        dst = builder.gep(C, [builder.add(row, col.index)])
+                        value = builder.load(builder.gep(buf, [col.index]))
+                        with builder.if_else(add) as (plus, over):
+                            with plus:
+                                builder.store(builder.fadd(builder.load(dst), value), dst)
+                            with over:
+                                builder.store(value, dst)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _tblock(typingctx, cols, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta):
+    """C[r, j] (+)= sum_k A[k, r] B[k, j] for r < NV L (NV whole vectors), j < cols (a literal int): A's element (k, r)
+    at flat index ia + k lda + r of a (its rows are C's columns: loaded as vectors, no packing), B's (k, j) at
+    ib + k sbk + j sbj of b (broadcast), C's (r, j) at ic + r ldc + j of c, stored element by element; beta != 0 adds
+    to C. The weight gradients' A^T B, where packing A^T would cost a pass over memory."""
+    if not isinstance(cols, types.IntegerLiteral):
+        return None
+    sig = types.void(cols, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
+
+    def codegen(context, builder, sig, args):
+        _, a_, ia_, lda_, b_, ib_, sbk_, sbj_, K_, c_, ic_, ldc_, beta_ = args
+        J = sig.args[0].literal_value
+        fty, vty, L = _vector_type(context, sig.args[1].dtype)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        fma = _fma(builder, vty, L)
+        A = context.make_array(sig.args[1])(context, builder, a_).data
+        Bd = context.make_array(sig.args[4])(context, builder, b_).data
+        C = context.make_array(sig.args[9])(context, builder, c_).data
+        zero, undef = ir.Constant(vty, [0.0] * L), ir.Constant(vty, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(i32, L), [0] * L)
+        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)] for _ in range(J)]
+        with cgutils.for_range(builder, K_) as loop:
+            k = loop.index
+            ak = builder.add(ia_, builder.mul(k, lda_))
+            avec = [builder.load(builder.bitcast(builder.gep(A, [builder.add(ak, ir.Constant(i64, v * L))]),
+                                                 vty.as_pointer()), align=1) for v in range(NV)]
+            bk = builder.add(ib_, builder.mul(k, sbk_))
+            for j in range(J):
+                x = builder.load(builder.gep(Bd, [builder.add(bk, builder.mul(ir.Constant(i64, j), sbj_))]))
+                xv = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
+                for v in range(NV):
+                    builder.store(builder.call(fma, [avec[v], xv, builder.load(acc[j][v])]), acc[j][v])
+        add = builder.icmp_signed("!=", beta_, ir.Constant(beta_.type, 0))
+        buf = cgutils.alloca_once(builder, fty, size=NV * L)
+        for j in range(J):                      # column j of C: NV L rows, ldc apart
+            for v in range(NV):
+                builder.store(builder.load(acc[j][v]),
+                              builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vty.as_pointer()), align=1)
+            with cgutils.for_range(builder, ir.Constant(i64, NV * L)) as row:
+                dst = builder.gep(C, [builder.add(builder.add(ic_, builder.mul(row.index, ldc_)), ir.Constant(i64, j))])
+                x = builder.load(builder.gep(buf, [row.index]))
+                builder.store(builder.select(add, builder.fadd(builder.load(dst), x), x), dst)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@_jit
+def panel_cols(dtype_size):
+    """NR: the columns of a panel for elements of `dtype_size` bytes."""
+    return NV * VBYTES // dtype_size
+
+
+@_jit
+def packed_size(K, N, dtype_size):
+    """Elements of the packed form of a K x N matrix (panels zero-padded to NR columns)."""
+    nr = panel_cols(dtype_size)
+    return -(-N // nr) * nr * K
+
+
+@_jit
+def pack(b, ib, ldb, trans_b, K, N, out, io):
+    """op(B) (K x N) into panels from flat offset io of out: panel q holds columns q NR .. q NR + NR - 1, its element
+    (k, j) at io + (q K + k) NR + j, zeros past column N. B is stored from flat offset ib of the C-contiguous array b
+    with row stride ldb, as K x N, or as N x K when trans_b; b and out flat (1-d)."""
+    nr = panel_cols(out.itemsize)
+    bf, of = b, out
+    for q in range(-(-N // nr)):
+        n0 = q * nr
+        w = min(nr, N - n0)
+        base = io + q * K * nr
+        for k in range(K):
+            dst = base + k * nr
+            if trans_b:
+                for j in range(w):
+                    of[dst + j] = bf[ib + (n0 + j) * ldb + k]
+            else:
+                src = ib + k * ldb + n0
+                for j in range(w):
+                    of[dst + j] = bf[src + j]
+            for j in range(w, nr):
+                of[dst + j] = 0
+
+
+@_jit
+def packed(w, trans):
+    """w (2-d) packed whole: op(w) = w^T when trans, else w."""
+    w = np.ascontiguousarray(w)
+    K, N = (w.shape[1], w.shape[0]) if trans else (w.shape[0], w.shape[1])
+    out = np.empty(packed_size(K, N, w.itemsize), w.dtype)
+    pack(w.reshape(w.size), 0, w.shape[1], trans, K, N, out, 0)
+    return out
+
+
+@_jit
+def _rows(rows, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta):
+    """_block for a run-time number of rows 1 .. MR."""
+    if rows == MR:
+        _block(MR, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
+    elif rows == 1:
+        _block(1, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
+    elif rows == 2:
+        _block(2, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
+    elif rows == 3:
+        _block(3, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
+    elif rows == 4:
+        _block(4, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
+    else:
+        _block(5, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
+
+
+@_jit
+def _gemm_packed(m, N, K, a, ia, sr, sk, p, ip, beta, c, ic, ldc):
+    """C (m x N) = A (m x K) op(B), plus C when beta != 0, op(B) packed by `pack` from flat offset ip of p; A's element
+    (r, k) at flat index ia + r sr + k sk of a (row-major: sr = lda, sk = 1; transposed: sr = 1, sk = lda), C's (r, j)
+    at ic + r ldc + j of c. a, p and c C-contiguous, of one float dtype."""
+    nr = panel_cols(c.itemsize)
+    panels = -(-N // nr)
+    for r0 in range(0, m, MC):
+        r1 = min(m, r0 + MC)
+        for q in range(panels):
+            cols = min(nr, N - q * nr)
+            pq, cq = ip + q * K * nr, ic + q * nr
+            for r in range(r0, r1, MR):
+                _rows(min(MR, r1 - r), a, ia + r * sr, sr, sk, p, pq, K, c, cq + r * ldc, ldc, cols, beta)
+
+
+@_jit
+def _gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
+    """gemm on 1-d arrays."""
+    if m <= 0 or n <= 0:
+        return
+    sr, sk = (1, lda) if trans_a else (lda, 1)
+    if k <= 0:
+        if beta == 0:                           # an empty sum
+            for r in range(m):
+                c[ic + r * ldc:ic + r * ldc + n] = 0
+        return
+    if trans_a and n <= TBLOCK_MAX_N:           # strips of NV vectors of C's rows (A's columns), then the rest
+        strip = panel_cols(c.itemsize)
+        full = m // strip * strip
+        sbk, sbj = (1, ldb) if trans_b else (ldb, 1)
+        groups = -(-n // MR)
+        bt = np.empty(min(k, KT) * groups * MR if full > 0 else 0, c.dtype)
+        for k0 in range(0, k if full > 0 else 0, KT):
+            kk, add = min(KT, k - k0), 1 if k0 > 0 or beta != 0 else 0
+            # op(B)'s kk rows by groups of MR columns, group g's (k, j) at (g kk + k) MR + j: read in order by _tblock
+            for k1 in range(kk):
+                src = ib + (k0 + k1) * sbk
+                for j in range(n):
+                    bt[(j // MR * kk + k1) * MR + j % MR] = b[src + j * sbj]
+            for r0 in range(0, full, strip):
+                for g in range(groups):
+                    _tcols(min(MR, n - g * MR), a, ia + k0 * lda + r0, lda, bt, g * kk * MR, MR, 1, kk, c,
+                           ic + r0 * ldc + g * MR, ldc, add)
+        if full == m:
+            return
+        ia, m, ic = ia + full, m - full, ic + full * ldc
+    depth = min(k, KC)
+    buf = np.empty(packed_size(depth, n, c.itemsize), c.dtype)
+    for k0 in range(0, k, KC):
+        kk = min(KC, k - k0)
+        pack(b, ib + (k0 if trans_b else k0 * ldb), ldb, trans_b, kk, n, buf, 0)
+        _gemm_packed(m, n, kk, a, ia + k0 * sk, sr, sk, buf, 0, 1 if k0 > 0 or beta != 0 else 0, c, ic, ldc)
+
+
+@_jit
+def _tcols(cols, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta):
+    """_tblock for a run-time number of columns 1 .. MR."""
+    if cols == MR:
+        _tblock(MR, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
+    elif cols == 1:
+        _tblock(1, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
+    elif cols == 2:
+        _tblock(2, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
+    elif cols == 3:
+        _tblock(3, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
+    elif cols == 4:
+        _tblock(4, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
+    else:
+        _tblock(5, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
+
+
+# The kernels above are compiled once per dtype as C functions (numba.cfunc, cached), their addresses registered as
+# external symbols, and the layer kernels call them by name, as they call the BLAS: numba links a called njit
+# function's code into every caller and optimizes it again there, which with these unrolled blocks took a cold first
+# f+b from 42 to 205 s of compiling (98 s with 1-d arrays only); as external functions they compile once.
+def _gemm_entry(trans_a, trans_b, m, n, k, a, na, lda, b, nb, ldb, beta, c, nc, ldc):
+    _gemm(trans_a != 0, trans_b != 0, m, n, k, numba.carray(a, (na,)), 0, lda, numba.carray(b, (nb,)), 0, ldb, beta,
+          numba.carray(c, (nc,)), 0, ldc)
+
+
+def _packed_entry(m, N, K, a, na, sr, sk, p, np_, beta, c, nc, ldc):
+    _gemm_packed(m, N, K, numba.carray(a, (na,)), 0, sr, sk, numba.carray(p, (np_,)), 0, beta, numba.carray(c, (nc,)),
+                 0, ldc)
+
+
+_ENTRIES = {}
+for _name, _dtype in (("s", types.float32), ("d", types.float64)):
+    _i8, _ptr = types.int64, types.CPointer(_dtype)
+    for _what, _body, _sig in (
+            ("gemm", _gemm_entry, types.void(*[_i8] * 5, _ptr, _i8, _i8, _ptr, _i8, _i8, _i8, _ptr, _i8, _i8)),
+            ("packed", _packed_entry, types.void(*[_i8] * 3, _ptr, _i8, _i8, _i8, _ptr, _i8, _i8, _ptr, _i8, _i8))):
+        _ENTRIES[_what, _name] = _f = numba.cfunc(_sig, cache=True, error_model="numpy")(_body)
+        ll.add_symbol(f"nblstm_{_what}_{_name}", _f.address)
+_v, _i = types.voidptr, types.int64
+_gemm_s, _gemm_d = (types.ExternalFunction(f"nblstm_gemm_{x}", types.void(
+    _i, _i, _i, _i, _i, _v, _i, _i, _v, _i, _i, _i, _v, _i, _i)) for x in "sd")
+_packed_s, _packed_d = (types.ExternalFunction(f"nblstm_packed_{x}", types.void(
+    _i, _i, _i, _v, _i, _i, _i, _v, _i, _i, _v, _i, _i)) for x in "sd")
+
+
+@_jit
+def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
+    """Row-major C = op(A) op(B) + beta C, beta 0 (overwrite) or 1 (accumulate): C is the m x n matrix at flat offset
+    `ic` of array `c` with row stride `ldc`; op(A) is m x k: A is stored from offset `ia` of `a` with row stride `lda`,
+    as an m x k matrix, or as k x m when `trans_a`; likewise op(B) k x n. The arrays C-contiguous, of one float dtype
+    (ValueError otherwise). op(B) is packed in blocks of KC rows for _gemm_packed; A^T B goes by strips of _tblock
+    first."""
+    f32 = _blas._kind(a, b, c) == 115
+    args = (np.int64(trans_a), np.int64(trans_b), np.int64(m), np.int64(n), np.int64(k),
+            _blas._address(a, ia), np.int64(a.size - ia), np.int64(lda), _blas._address(b, ib), np.int64(b.size - ib),
+            np.int64(ldb), np.int64(beta != 0), _blas._address(c, ic), np.int64(c.size - ic), np.int64(ldc))
+    if f32:
+        _gemm_s(*args)
+    else:
+        _gemm_d(*args)
+
+
+@_jit
+def gemm_packed(m, N, K, a, ia, sr, sk, p, beta, c, ic, ldc):
+    """C (m x N) = A (m x K) op(B), plus C when beta != 0, op(B) packed whole by `packed`; A's element (r, k) at flat
+    index ia + r sr + k sk of a (row-major: sr = lda, sk = 1), C's (r, j) at ic + r ldc + j of c; C-contiguous
+    arrays of one float dtype."""
+    f32 = _blas._kind(a, p, c) == 115
+    args = (np.int64(m), np.int64(N), np.int64(K), _blas._address(a, ia), np.int64(a.size - ia), np.int64(sr),
+            np.int64(sk), _blas._address(p, 0), np.int64(p.size), np.int64(beta != 0), _blas._address(c, ic),
+            np.int64(c.size - ic), np.int64(ldc))
+    if f32:
+        _packed_s(*args)
+    else:
+        _packed_d(*args)
+
+
+refresh_cache_on_change([gemm, gemm_packed], [_blas.__file__])

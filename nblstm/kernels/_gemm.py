@@ -57,118 +57,136 @@ def _fma(builder, vty, L):
                                           "llvm.fma.v%d%s" % (L, "f32" if L * 4 == VBYTES else "f64"))
 
 
-@intrinsic
-def _block(typingctx, rows, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta):
-    """C[r, j] (+)= sum_k A[r, k] P[k, j] for r < rows (a literal int), j < ncols (<= NR): A's element (r, k) at flat
-    index ia + r sr + k sk of a, the panel's (k, j) at ip + k NR + j of p, C's (r, j) at ic + r ldc + j of c; beta != 0
-    adds to C, else overwrites it."""
-    if not isinstance(rows, types.IntegerLiteral):
-        return None                             # numba retries with the literal type
-    sig = types.void(rows, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
+def _switch(builder, value, most, emit):
+    """The code emit(n) for the run-time value n in 1 .. most (most for any other value): one unrolled block per n."""
+    end, other = builder.append_basic_block("end"), builder.append_basic_block("most")
+    switch = builder.switch(value, other)
+    for n in range(1, most):
+        case = builder.append_basic_block(f"n{n}")
+        switch.add_case(ir.Constant(value.type, n), case)
+        builder.position_at_end(case)
+        emit(n)
+        builder.branch(end)
+    builder.position_at_end(other)
+    emit(most)
+    builder.branch(end)
+    builder.position_at_end(end)
 
+
+def _switched(emit):
+    """The codegen of an intrinsic whose first argument n (1 .. MR, at run time) picks the code that
+    emit(context, builder, sig, args, n) writes for that n."""
     def codegen(context, builder, sig, args):
-        _, a_, ia_, sr_, sk_, p_, ip_, K_, c_, ic_, ldc_, nc_, beta_ = args
-        R = sig.args[0].literal_value
-        fty, vty, L = _vector_type(context, sig.args[1].dtype)
-        NR = NV * L
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        vptr = vty.as_pointer()
-        fma = _fma(builder, vty, L)
-        A = context.make_array(sig.args[1])(context, builder, a_).data
-        P = context.make_array(sig.args[5])(context, builder, p_).data
-        C = context.make_array(sig.args[8])(context, builder, c_).data
-        zero, undef = ir.Constant(vty, [0.0] * L), ir.Constant(vty, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(i32, L), [0] * L)
-        # accumulators in stack slots, promoted to registers by LLVM's mem2reg
-        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)] for _ in range(R)]
-        with cgutils.for_range(builder, K_) as loop:
-            k = loop.index
-            pk = builder.add(ip_, builder.mul(k, ir.Constant(i64, NR)))
-            panel = [builder.load(builder.bitcast(builder.gep(P, [builder.add(pk, ir.Constant(i64, v * L))]), vptr),
-                                  align=1) for v in range(NV)]
-            ak = builder.add(ia_, builder.mul(k, sk_))
-            for r in range(R):
-                x = builder.load(builder.gep(A, [builder.add(ak, builder.mul(ir.Constant(i64, r), sr_))]))
-                xv = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
-                for v in range(NV):
-                    builder.store(builder.call(fma, [xv, panel[v], builder.load(acc[r][v])]), acc[r][v])
-        add = builder.icmp_signed("!=", beta_, ir.Constant(beta_.type, 0))
-        with builder.if_else(builder.icmp_signed("==", nc_, ir.Constant(i64, NR))) as (full, part):
-            with full:                          # whole vectors to C
-                for r in range(R):
-                    row = builder.add(ic_, builder.mul(ir.Constant(i64, r), ldc_))
-                    for v in range(NV):
-                        ptr = builder.bitcast(builder.gep(C, [builder.add(row, ir.Constant(i64, v * L))]), vptr)
-                        with builder.if_then(add):
-                            builder.store(builder.fadd(builder.load(ptr, align=1), builder.load(acc[r][v])),
-                                          acc[r][v])
-                        builder.store(builder.load(acc[r][v]), ptr, align=1)
-            with part:                          # the last panel's ncols < NR columns, element by element
-                buf = cgutils.alloca_once(builder, fty, size=NR)
-                for r in range(R):
-                    row = builder.add(ic_, builder.mul(ir.Constant(i64, r), ldc_))
-                    for v in range(NV):
-                        builder.store(builder.load(acc[r][v]),
-                                      builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vptr), align=1)
-                    with cgutils.for_range(builder, nc_) as col:
-                        dst = builder.gep(C, [builder.add(row, col.index)])
-                        value = builder.load(builder.gep(buf, [col.index]))
-                        with builder.if_else(add) as (plus, over):
-                            with plus:
-                                builder.store(builder.fadd(builder.load(dst), value), dst)
-                            with over:
-                                builder.store(value, dst)
+        _switch(builder, args[0], MR, lambda n: emit(context, builder, sig, args, n))
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+def _setup(context, builder, sig, args, arrays, n):
+    """What both kernels start with: (LLVM element type, vector type, lanes L, llvm.fma, the data pointers of the
+    arguments at positions `arrays`, broadcast(scalar) -> vector, n x NV zeroed accumulators in stack slots, which
+    LLVM's mem2reg promotes to registers)."""
+    fty, vty, L = _vector_type(context, sig.args[1].dtype)
+    data = tuple(context.make_array(sig.args[i])(context, builder, args[i]).data for i in arrays)
+    undef, lane0 = ir.Constant(vty, ir.Undefined), ir.Constant(ir.IntType(32), 0)
+    splat = ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L)
+
+    def broadcast(x):
+        return builder.shuffle_vector(builder.insert_element(undef, x, lane0), undef, splat)
+
+    zero = ir.Constant(vty, [0.0] * L)
+    acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)] for _ in range(n)]
+    return fty, vty, L, _fma(builder, vty, L), data, broadcast, acc
+
+
+@intrinsic
+def _block(typingctx, rows, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta):
+    """C[r, j] (+)= sum_k A[r, k] P[k, j] for r < rows (1 .. MR), j < ncols (<= NR): A's element (r, k) at flat
+    index ia + r sr + k sk of a, the panel's (k, j) at ip + k NR + j of p, C's (r, j) at ic + r ldc + j of c; beta != 0
+    adds to C, else overwrites it."""
+    return types.void(rows, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta), _switched(_emit_block)
+
+
+def _emit_block(context, builder, sig, args, R):
+    """_block's code for R rows."""
+    _, _, ia_, sr_, sk_, _, ip_, K_, _, ic_, ldc_, nc_, beta_ = args
+    fty, vty, L, fma, (A, P, C), broadcast, acc = _setup(context, builder, sig, args, (1, 5, 8), R)
+    NR, i64, vptr = NV * L, ir.IntType(64), vty.as_pointer()
+    with cgutils.for_range(builder, K_) as loop:
+        k = loop.index
+        pk = builder.add(ip_, builder.mul(k, ir.Constant(i64, NR)))
+        panel = [builder.load(builder.bitcast(builder.gep(P, [builder.add(pk, ir.Constant(i64, v * L))]), vptr),
+                              align=1) for v in range(NV)]
+        ak = builder.add(ia_, builder.mul(k, sk_))
+        for r in range(R):
+            x = builder.load(builder.gep(A, [builder.add(ak, builder.mul(ir.Constant(i64, r), sr_))]))
+            xv = broadcast(x)
+            for v in range(NV):
+                builder.store(builder.call(fma, [xv, panel[v], builder.load(acc[r][v])]), acc[r][v])
+    add = builder.icmp_signed("!=", beta_, ir.Constant(beta_.type, 0))
+    with builder.if_else(builder.icmp_signed("==", nc_, ir.Constant(i64, NR))) as (full, part):
+        with full:                          # whole vectors to C
+            for r in range(R):
+                row = builder.add(ic_, builder.mul(ir.Constant(i64, r), ldc_))
+                for v in range(NV):
+                    ptr = builder.bitcast(builder.gep(C, [builder.add(row, ir.Constant(i64, v * L))]), vptr)
+                    with builder.if_then(add):
+                        builder.store(builder.fadd(builder.load(ptr, align=1), builder.load(acc[r][v])),
+                                      acc[r][v])
+                    builder.store(builder.load(acc[r][v]), ptr, align=1)
+        with part:                          # the last panel's ncols < NR columns, element by element
+            buf = cgutils.alloca_once(builder, fty, size=NR)
+            for r in range(R):
+                row = builder.add(ic_, builder.mul(ir.Constant(i64, r), ldc_))
+                for v in range(NV):
+                    builder.store(builder.load(acc[r][v]),
+                                  builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vptr), align=1)
+                with cgutils.for_range(builder, nc_) as col:
+                    dst = builder.gep(C, [builder.add(row, col.index)])
+                    value = builder.load(builder.gep(buf, [col.index]))
+                    with builder.if_else(add) as (plus, over):
+                        with plus:
+                            builder.store(builder.fadd(builder.load(dst), value), dst)
+                        with over:
+                            builder.store(value, dst)
 
 
 @intrinsic
 def _tblock(typingctx, cols, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta):
-    """C[r, j] (+)= sum_k A[k, r] B[k, j] for r < NV L (NV whole vectors), j < cols (a literal int): A's element (k, r)
+    """C[r, j] (+)= sum_k A[k, r] B[k, j] for r < NV L (NV whole vectors), j < cols (1 .. MR): A's element (k, r)
     at flat index ia + k lda + r of a (its rows are C's columns: loaded as vectors, no packing), B's (k, j) at
     ib + k sbk + j sbj of b (broadcast), C's (r, j) at ic + r ldc + j of c, stored element by element; beta != 0 adds
     to C. The weight gradients' A^T B, where packing A^T would cost a pass over memory."""
-    if not isinstance(cols, types.IntegerLiteral):
-        return None
-    sig = types.void(cols, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
+    return types.void(cols, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta), _switched(_emit_tblock)
 
-    def codegen(context, builder, sig, args):
-        _, a_, ia_, lda_, b_, ib_, sbk_, sbj_, K_, c_, ic_, ldc_, beta_ = args
-        J = sig.args[0].literal_value
-        fty, vty, L = _vector_type(context, sig.args[1].dtype)
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        fma = _fma(builder, vty, L)
-        A = context.make_array(sig.args[1])(context, builder, a_).data
-        Bd = context.make_array(sig.args[4])(context, builder, b_).data
-        C = context.make_array(sig.args[9])(context, builder, c_).data
-        zero, undef = ir.Constant(vty, [0.0] * L), ir.Constant(vty, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(i32, L), [0] * L)
-        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)] for _ in range(J)]
-        with cgutils.for_range(builder, K_) as loop:
-            k = loop.index
-            ak = builder.add(ia_, builder.mul(k, lda_))
-            avec = [builder.load(builder.bitcast(builder.gep(A, [builder.add(ak, ir.Constant(i64, v * L))]),
-                                                 vty.as_pointer()), align=1) for v in range(NV)]
-            bk = builder.add(ib_, builder.mul(k, sbk_))
-            for j in range(J):
-                x = builder.load(builder.gep(Bd, [builder.add(bk, builder.mul(ir.Constant(i64, j), sbj_))]))
-                xv = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
-                for v in range(NV):
-                    builder.store(builder.call(fma, [avec[v], xv, builder.load(acc[j][v])]), acc[j][v])
-        add = builder.icmp_signed("!=", beta_, ir.Constant(beta_.type, 0))
-        buf = cgutils.alloca_once(builder, fty, size=NV * L)
-        for j in range(J):                      # column j of C: NV L rows, ldc apart
+
+def _emit_tblock(context, builder, sig, args, J):
+    """_tblock's code for J columns."""
+    _, _, ia_, lda_, _, ib_, sbk_, sbj_, K_, _, ic_, ldc_, beta_ = args
+    fty, vty, L, fma, (A, Bd, C), broadcast, acc = _setup(context, builder, sig, args, (1, 4, 9), J)
+    i64 = ir.IntType(64)
+    with cgutils.for_range(builder, K_) as loop:
+        k = loop.index
+        ak = builder.add(ia_, builder.mul(k, lda_))
+        avec = [builder.load(builder.bitcast(builder.gep(A, [builder.add(ak, ir.Constant(i64, v * L))]),
+                                             vty.as_pointer()), align=1) for v in range(NV)]
+        bk = builder.add(ib_, builder.mul(k, sbk_))
+        for j in range(J):
+            x = builder.load(builder.gep(Bd, [builder.add(bk, builder.mul(ir.Constant(i64, j), sbj_))]))
+            xv = broadcast(x)
             for v in range(NV):
-                builder.store(builder.load(acc[j][v]),
-                              builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vty.as_pointer()), align=1)
-            with cgutils.for_range(builder, ir.Constant(i64, NV * L)) as row:
-                dst = builder.gep(C, [builder.add(builder.add(ic_, builder.mul(row.index, ldc_)), ir.Constant(i64, j))])
-                x = builder.load(builder.gep(buf, [row.index]))
-                builder.store(builder.select(add, builder.fadd(builder.load(dst), x), x), dst)
-        return context.get_dummy_value()
-
-    return sig, codegen
+                builder.store(builder.call(fma, [avec[v], xv, builder.load(acc[j][v])]), acc[j][v])
+    add = builder.icmp_signed("!=", beta_, ir.Constant(beta_.type, 0))
+    buf = cgutils.alloca_once(builder, fty, size=NV * L)
+    for j in range(J):                      # column j of C: NV L rows, ldc apart
+        for v in range(NV):
+            builder.store(builder.load(acc[j][v]),
+                          builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vty.as_pointer()), align=1)
+        with cgutils.for_range(builder, ir.Constant(i64, NV * L)) as row:
+            dst = builder.gep(C, [builder.add(builder.add(ic_, builder.mul(row.index, ldc_)), ir.Constant(i64, j))])
+            x = builder.load(builder.gep(buf, [row.index]))
+            builder.store(builder.select(add, builder.fadd(builder.load(dst), x), x), dst)
 
 
 @_jit
@@ -219,23 +237,6 @@ def packed(w, trans):
 
 
 @_jit
-def _rows(rows, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta):
-    """_block for a run-time number of rows 1 .. MR."""
-    if rows == MR:
-        _block(MR, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
-    elif rows == 1:
-        _block(1, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
-    elif rows == 2:
-        _block(2, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
-    elif rows == 3:
-        _block(3, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
-    elif rows == 4:
-        _block(4, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
-    else:
-        _block(5, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta)
-
-
-@_jit
 def _gemm_packed(m, N, K, a, ia, sr, sk, p, ip, beta, c, ic, ldc):
     """C (m x N) = A (m x K) op(B), plus C when beta != 0, op(B) packed by `pack` from flat offset ip of p; A's element
     (r, k) at flat index ia + r sr + k sk of a (row-major: sr = lda, sk = 1; transposed: sr = 1, sk = lda), C's (r, j)
@@ -248,7 +249,7 @@ def _gemm_packed(m, N, K, a, ia, sr, sk, p, ip, beta, c, ic, ldc):
             cols = min(nr, N - q * nr)
             pq, cq = ip + q * K * nr, ic + q * nr
             for r in range(r0, r1, MR):
-                _rows(min(MR, r1 - r), a, ia + r * sr, sr, sk, p, pq, K, c, cq + r * ldc, ldc, cols, beta)
+                _block(min(MR, r1 - r), a, ia + r * sr, sr, sk, p, pq, K, c, cq + r * ldc, ldc, cols, beta)
 
 
 @_jit
@@ -277,7 +278,7 @@ def _gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
                     bt[(j // MR * kk + k1) * MR + j % MR] = b[src + j * sbj]
             for r0 in range(0, full, strip):
                 for g in range(groups):
-                    _tcols(min(MR, n - g * MR), a, ia + k0 * lda + r0, lda, bt, g * kk * MR, MR, 1, kk, c,
+                    _tblock(min(MR, n - g * MR), a, ia + k0 * lda + r0, lda, bt, g * kk * MR, MR, 1, kk, c,
                            ic + r0 * ldc + g * MR, ldc, add)
         if full == m:
             return
@@ -288,23 +289,6 @@ def _gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
         kk = min(KC, k - k0)
         pack(b, ib + (k0 if trans_b else k0 * ldb), ldb, trans_b, kk, n, buf, 0)
         _gemm_packed(m, n, kk, a, ia + k0 * sk, sr, sk, buf, 0, 1 if k0 > 0 or beta != 0 else 0, c, ic, ldc)
-
-
-@_jit
-def _tcols(cols, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta):
-    """_tblock for a run-time number of columns 1 .. MR."""
-    if cols == MR:
-        _tblock(MR, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
-    elif cols == 1:
-        _tblock(1, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
-    elif cols == 2:
-        _tblock(2, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
-    elif cols == 3:
-        _tblock(3, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
-    elif cols == 4:
-        _tblock(4, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
-    else:
-        _tblock(5, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta)
 
 
 # The kernels above are compiled once per dtype as C functions (numba.cfunc, cached), their addresses registered as

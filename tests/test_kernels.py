@@ -140,7 +140,7 @@ def test_gemm_matches_numpy(m, n, k, trans_a, trans_b, beta, pad, offset, dtype,
     """_gemm.gemm (the layers' input products, dx and weight gradients) is the plain product C = op(A) op(B) + beta C
     with offsets and row strides into larger arrays, both transposes, overwriting (beta 0) or adding: rows past whole
     register blocks and panels, A^T B by strips of C's rows (_tblock) and the rows after them (packed path), depths
-    across the KC (256) and KT (1024) blocks (depth scales k up to 1200); nothing outside C is written."""
+    across the KC (256) and KT (512) blocks (depth scales k up to 1200); nothing outside C is written."""
     k *= depth
     rng = np.random.default_rng(m * 1000003 + n * 1009 + k * 7 + offset)
     a, ia, lda = _strided(rng, *((k, m) if trans_a else (m, k)), pad, offset, dtype)
@@ -179,6 +179,25 @@ def test_gemm_packed_matches_numpy_and_rounds_as_one_chain(m, n, k, trans, dtype
         d = np.empty((m, n), dtype)
         _gemm.gemm(True, trans, m, n, k, at, 0, m, w, 0, w.shape[1], 0.0, d, 0, n)
         np.testing.assert_array_equal(d, c)
+
+
+def test_gemm_refuses_other_dtypes_betas_and_short_packing():
+    """_gemm's products name what is wrong instead of computing garbage: integer or complex arrays (only the item size
+    was checked before: int32 gave zeros), mixed dtypes, a beta other than 0 or 1, a packed array too small for
+    K x N."""
+    f = np.ones((4, 4), np.float32)
+    for bad in (np.ones((4, 4), np.int32), np.ones((4, 4), np.int64), np.ones((4, 4), np.complex64),
+                np.ones((4, 4), np.float64)):
+        with pytest.raises(ValueError, match="float32 or float64"):
+            _gemm.gemm(False, False, 4, 4, 4, bad, 0, 4, f, 0, 4, 0.0, f.copy(), 0, 4)
+    with pytest.raises(ValueError, match="beta"):
+        _gemm.gemm(False, False, 4, 4, 4, f, 0, 4, f, 0, 4, 0.5, f.copy(), 0, 4)
+    p = _gemm.packed(f, False)
+    with pytest.raises(ValueError, match="smaller than a K x N matrix packed"):
+        _gemm.gemm_packed(4, 4, 4, f, 0, 4, 1, p[:p.size - 1], 0.0, f.copy(), 0, 4)
+    c = np.zeros((4, 4), np.float32)
+    _gemm.gemm_packed(4, 4, 4, f, 0, 4, 1, p, 0.0, c, 0, 4)
+    np.testing.assert_array_equal(c, np.full((4, 4), 4.0, np.float32))
 
 
 @pytest.mark.parametrize("case", range(7))

@@ -115,12 +115,23 @@ def _address(typingctx, arr, offset):
     return sig, codegen
 
 
+@intrinsic
+def _one_float_dtype(typingctx, a, b, c):
+    """True (a constant of the compiled code) when the arrays a, b, c all have dtype float32, or all float64."""
+    ok = a.dtype == b.dtype == c.dtype and a.dtype in (types.float32, types.float64)
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.boolean, ok)
+
+    return types.boolean(a, b, c), codegen
+
+
 @njit(cache=True, inline="always")
 def _kind(a, b, c):
     """The BLAS kind of a product's arrays (_gemm), 's' (float32) or 'd' (float64) as int8; ValueError unless all
     three are C-contiguous and of one dtype."""
     if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous):
         raise ValueError("gemm: a, b and c must be C-contiguous")
-    if a.itemsize != c.itemsize or b.itemsize != c.itemsize:
-        raise ValueError("gemm: a, b and c must have one dtype")
+    if not _one_float_dtype(a, b, c):
+        raise ValueError("gemm: a, b and c must have one dtype, float32 or float64")
     return np.int8(115) if c.itemsize == 4 else np.int8(100)

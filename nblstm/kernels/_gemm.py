@@ -14,10 +14,13 @@
 # A^T B (the weight gradients, A = dG over all steps) by a second kernel (_tblock) with the roles turned: vectors
 # along C's rows, which are A's contiguous columns, a broadcast of B per column, C stored element by element.
 #
-# Each element of C is one chain of fused multiply-adds over k in order within a depth block (KC deep in the packed
-# path, KT in _tblock), the blocks added to C in order: a product's rounding does not depend on MR, NV, the vector
-# width or the processor. Without AVX-512, 32-byte vectors (AVX2's 16 registers); without hardware FMA, llvm.fma is
-# a (slow, exact) library call. NUMBA_CPU_NAME=generic compiles the same IR for a baseline x86-64 (correct, slower).
+# Each element of C is one chain of fused multiply-adds over k in order within a depth block, the blocks added to C in
+# order: gemm_packed against a matrix packed whole (the recurrent products) is one chain over all of K; gemm packs
+# op(B) KC deep, and its A^T B strips (_tblock) run KT deep. So the rounding does not depend on MR, NV or the
+# processor, with one exception: in gemm's A^T B with n <= TBLOCK_MAX_N and k > KC, the rows in whole strips (a
+# multiple of NR, which follows the vector width) sum in KT blocks, the rest in KC blocks.
+# Without AVX-512, or with NUMBA_CPU_NAME set (numba compiling for another processor), 32-byte vectors (AVX2's 16
+# registers); without hardware FMA, llvm.fma is a (slow, exact) library call.
 import llvmlite.binding as ll
 import numpy as np
 from llvmlite import ir
@@ -31,7 +34,10 @@ from . import _blas, refresh_cache_on_change
 # Vector bytes and the register block: with AVX-512, 32 vector registers: 6 x 4 accumulators, 4 panel vectors and a
 # broadcast; with 16 (AVX2, other targets): 4 x 3 + 3 + 1. NR = NV vectors of VBYTES // itemsize elements (float32:
 # 64 columns with AVX-512).
-WIDE = bool(ll.get_host_cpu_features().get("avx512f", False))
+try:                # the host's features, unless NUMBA_CPU_NAME has numba compile for another processor
+    WIDE = numba.config.CPU_NAME in (None, "host") and bool(ll.get_host_cpu_features().get("avx512f", False))
+except RuntimeError:  # LLVM could not read them
+    WIDE = False
 VBYTES, MR, NV = (64, 6, 4) if WIDE else (32, 4, 3)
 KC = 256            # depth of a packed block: a panel (KC x NR) stays in L1 / L2 while the rows of A pass over it
 MC = 96             # rows of A per pass over all panels (MC x KC of A stays in L2)
@@ -58,7 +64,8 @@ def _fma(builder, vty, L):
 
 
 def _switch(builder, value, most, emit):
-    """The code emit(n) for the run-time value n in 1 .. most (most for any other value): one unrolled block per n."""
+    """The code emit(n) for the run-time value n in 1 .. most (most for any other value, 0 included: the callers
+    never pass 0): one unrolled block per n."""
     end, other = builder.append_basic_block("end"), builder.append_basic_block("most")
     switch = builder.switch(value, other)
     for n in range(1, most):
@@ -328,6 +335,8 @@ def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     (ValueError otherwise). op(B) is packed in blocks of KC rows for _gemm_packed; A^T B goes by strips of _tblock
     first."""
     f32 = _blas._kind(a, b, c) == 115
+    if beta != 0 and beta != 1:
+        raise ValueError("gemm: beta must be 0 (overwrite) or 1 (accumulate)")
     args = (np.int64(trans_a), np.int64(trans_b), np.int64(m), np.int64(n), np.int64(k),
             _blas._address(a, ia), np.int64(a.size - ia), np.int64(lda), _blas._address(b, ib), np.int64(b.size - ib),
             np.int64(ldb), np.int64(beta != 0), _blas._address(c, ic), np.int64(c.size - ic), np.int64(ldc))
@@ -341,8 +350,10 @@ def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
 def gemm_packed(m, N, K, a, ia, sr, sk, p, beta, c, ic, ldc):
     """C (m x N) = A (m x K) op(B), plus C when beta != 0, op(B) packed whole by `packed`; A's element (r, k) at flat
     index ia + r sr + k sk of a (row-major: sr = lda, sk = 1), C's (r, j) at ic + r ldc + j of c; C-contiguous
-    arrays of one float dtype."""
+    arrays of one float dtype; ValueError unless p holds at least the packed size of a K x N matrix."""
     f32 = _blas._kind(a, p, c) == 115
+    if p.size < packed_size(K, N, c.itemsize):
+        raise ValueError("gemm_packed: p is smaller than a K x N matrix packed (packed_size(K, N, itemsize))")
     args = (np.int64(m), np.int64(N), np.int64(K), _blas._address(a, ia), np.int64(a.size - ia), np.int64(sr),
             np.int64(sk), _blas._address(p, 0), np.int64(p.size), np.int64(beta != 0), _blas._address(c, ic),
             np.int64(c.size - ic), np.int64(ldc))

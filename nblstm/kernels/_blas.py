@@ -1,6 +1,6 @@
 # The BLAS that numba's own np.dot uses (scipy's OpenBLAS), seen from compiled code: its thread count and its core
-# type. The LSTM layers' products are nblstm's own (_gemm.py, which takes _address and _kind from here); np.dot (the
-# RNN, projections, attention) goes to this BLAS.
+# type. The LSTM layers' products are nblstm's own (_gemm.py); np.dot (the RNN, projections, attention) goes to this
+# BLAS.
 #
 # `blas_threads(n)` sets the number of threads of that BLAS (OpenBLAS's `openblas_set_num_threads_local`, which
 # sets the count without resizing OpenBLAS's pool) and returns the previous count, or -1 where it cannot (another
@@ -13,11 +13,9 @@ import ctypes.util
 import os
 
 import llvmlite.binding as ll
-import numpy as np
-from llvmlite import ir
 import numba
-from numba import njit, types
-from numba.extending import get_cython_function_address, intrinsic
+from numba import types
+from numba.extending import get_cython_function_address
 
 _THREADS_SYMBOL = "nblstm_blas_set_num_threads"
 _SETTERS = ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local",
@@ -101,37 +99,3 @@ blas_threads = types.ExternalFunction(_THREADS_SYMBOL, types.intc(types.intc))
 # threading layer, which registers the symbol.
 numba.get_num_threads()
 numba_threads = types.ExternalFunction("get_num_threads", types.intc())
-
-
-@intrinsic
-def _address(typingctx, arr, offset):
-    """void* to element `offset` (counted in elements, row-major flat index) of array `arr`'s data."""
-    sig = types.voidptr(arr, types.intp)
-
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        return builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
-
-    return sig, codegen
-
-
-@intrinsic
-def _one_float_dtype(typingctx, a, b, c):
-    """True (a constant of the compiled code) when the arrays a, b, c all have dtype float32, or all float64."""
-    ok = a.dtype == b.dtype == c.dtype and a.dtype in (types.float32, types.float64)
-
-    def codegen(context, builder, sig, args):
-        return context.get_constant(types.boolean, ok)
-
-    return types.boolean(a, b, c), codegen
-
-
-@njit(cache=True, inline="always")
-def _kind(a, b, c):
-    """The BLAS kind of a product's arrays (_gemm), 's' (float32) or 'd' (float64) as int8; ValueError unless all
-    three are C-contiguous and of one dtype."""
-    if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous):
-        raise ValueError("gemm: a, b and c must be C-contiguous")
-    if not _one_float_dtype(a, b, c):
-        raise ValueError("gemm: a, b and c must have one dtype, float32 or float64")
-    return np.int8(115) if c.itemsize == 4 else np.int8(100)

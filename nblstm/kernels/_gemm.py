@@ -29,7 +29,6 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import _blas, refresh_cache_on_change
 
 # Vector bytes and the register block: with AVX-512, 32 vector registers: 6 x 4 accumulators, 4 panel vectors and a
 # broadcast; with 16 (AVX2, other targets): 4 x 3 + 3 + 1. NR = NV vectors of VBYTES // itemsize elements (float32:
@@ -210,12 +209,11 @@ def packed_size(K, N, dtype_size):
 
 
 @_jit
-def pack(b, ib, ldb, trans_b, K, N, out, io):
-    """op(B) (K x N) into panels from flat offset io of out: panel q holds columns q NR .. q NR + NR - 1, its element
-    (k, j) at io + (q K + k) NR + j, zeros past column N. B is stored from flat offset ib of the C-contiguous array b
-    with row stride ldb, as K x N, or as N x K when trans_b; b and out flat (1-d)."""
-    nr = panel_cols(out.itemsize)
-    bf, of = b, out
+def pack(b, ib, ldb, trans_b, K, N, out, io, nr):
+    """op(B) (K x N) into panels of nr columns from flat offset io of out: panel q holds columns q nr .. q nr + nr - 1,
+    its element (k, j) at io + (q K + k) nr + j, zeros past column N. B is stored from flat offset ib of the
+    C-contiguous array b with row stride ldb, as K x N, or as N x K when trans_b; b and out flat (1-d). _gemm_packed
+    reads panels of NR = panel_cols(itemsize) columns, _tblock groups of MR."""
     for q in range(-(-N // nr)):
         n0 = q * nr
         w = min(nr, N - n0)
@@ -224,13 +222,13 @@ def pack(b, ib, ldb, trans_b, K, N, out, io):
             dst = base + k * nr
             if trans_b:
                 for j in range(w):
-                    of[dst + j] = bf[ib + (n0 + j) * ldb + k]
+                    out[dst + j] = b[ib + (n0 + j) * ldb + k]
             else:
                 src = ib + k * ldb + n0
                 for j in range(w):
-                    of[dst + j] = bf[src + j]
+                    out[dst + j] = b[src + j]
             for j in range(w, nr):
-                of[dst + j] = 0
+                out[dst + j] = 0
 
 
 @_jit
@@ -239,7 +237,7 @@ def packed(w, trans):
     w = np.ascontiguousarray(w)
     K, N = (w.shape[1], w.shape[0]) if trans else (w.shape[0], w.shape[1])
     out = np.empty(packed_size(K, N, w.itemsize), w.dtype)
-    pack(w.reshape(w.size), 0, w.shape[1], trans, K, N, out, 0)
+    pack(w.reshape(w.size), 0, w.shape[1], trans, K, N, out, 0, panel_cols(w.itemsize))
     return out
 
 
@@ -273,16 +271,12 @@ def _gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     if trans_a and n <= TBLOCK_MAX_N:           # strips of NV vectors of C's rows (A's columns), then the rest
         strip = panel_cols(c.itemsize)
         full = m // strip * strip
-        sbk, sbj = (1, ldb) if trans_b else (ldb, 1)
         groups = -(-n // MR)
         bt = np.empty(min(k, KT) * groups * MR if full > 0 else 0, c.dtype)
         for k0 in range(0, k if full > 0 else 0, KT):
             kk, add = min(KT, k - k0), 1 if k0 > 0 or beta != 0 else 0
-            # op(B)'s kk rows by groups of MR columns, group g's (k, j) at (g kk + k) MR + j: read in order by _tblock
-            for k1 in range(kk):
-                src = ib + (k0 + k1) * sbk
-                for j in range(n):
-                    bt[(j // MR * kk + k1) * MR + j % MR] = b[src + j * sbj]
+            # op(B)'s kk rows in groups of MR columns (panels MR wide), read in order by _tblock
+            pack(b, ib + (k0 if trans_b else k0 * ldb), ldb, trans_b, kk, n, bt, 0, MR)
             for r0 in range(0, full, strip):
                 for g in range(groups):
                     _tblock(min(MR, n - g * MR), a, ia + k0 * lda + r0, lda, bt, g * kk * MR, MR, 1, kk, c,
@@ -294,7 +288,7 @@ def _gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     buf = np.empty(packed_size(depth, n, c.itemsize), c.dtype)
     for k0 in range(0, k, KC):
         kk = min(KC, k - k0)
-        pack(b, ib + (k0 if trans_b else k0 * ldb), ldb, trans_b, kk, n, buf, 0)
+        pack(b, ib + (k0 if trans_b else k0 * ldb), ldb, trans_b, kk, n, buf, 0, panel_cols(c.itemsize))
         _gemm_packed(m, n, kk, a, ia + k0 * sk, sr, sk, buf, 0, 1 if k0 > 0 or beta != 0 else 0, c, ic, ldc)
 
 
@@ -312,7 +306,7 @@ def _packed_entry(m, N, K, a, na, sr, sk, p, np_, beta, c, nc, ldc):
                  0, ldc)
 
 
-_ENTRIES = {}
+_ENTRIES = {}       # the compiled C functions, kept alive for their registered addresses
 for _name, _dtype in (("s", types.float32), ("d", types.float64)):
     _i8, _ptr = types.int64, types.CPointer(_dtype)
     for _what, _body, _sig in (
@@ -327,6 +321,40 @@ _packed_s, _packed_d = (types.ExternalFunction(f"nblstm_packed_{x}", types.void(
     _i, _i, _i, _v, _i, _i, _i, _v, _i, _i, _v, _i, _i)) for x in "sd")
 
 
+@intrinsic
+def _address(typingctx, arr, offset):
+    """void* to element `offset` (counted in elements, row-major flat index) of array `arr`'s data."""
+    sig = types.voidptr(arr, types.intp)
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
+
+    return sig, codegen
+
+
+@intrinsic
+def _one_float_dtype(typingctx, a, b, c):
+    """True (a constant of the compiled code) when the arrays a, b, c all have dtype float32, or all float64."""
+    ok = a.dtype == b.dtype == c.dtype and a.dtype in (types.float32, types.float64)
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.boolean, ok)
+
+    return types.boolean(a, b, c), codegen
+
+
+@numba.njit(cache=True, inline="always")
+def _float32(a, b, c):
+    """Whether a product's arrays are float32 (else float64); ValueError unless all three are C-contiguous and of one
+    dtype, float32 or float64."""
+    if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous):
+        raise ValueError("gemm: a, b and c must be C-contiguous")
+    if not _one_float_dtype(a, b, c):
+        raise ValueError("gemm: a, b and c must have one dtype, float32 or float64")
+    return c.itemsize == 4
+
+
 @_jit
 def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     """Row-major C = op(A) op(B) + beta C, beta 0 (overwrite) or 1 (accumulate): C is the m x n matrix at flat offset
@@ -334,12 +362,12 @@ def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     as an m x k matrix, or as k x m when `trans_a`; likewise op(B) k x n. The arrays C-contiguous, of one float dtype
     (ValueError otherwise). op(B) is packed in blocks of KC rows for _gemm_packed; A^T B goes by strips of _tblock
     first."""
-    f32 = _blas._kind(a, b, c) == 115
+    f32 = _float32(a, b, c)
     if beta != 0 and beta != 1:
         raise ValueError("gemm: beta must be 0 (overwrite) or 1 (accumulate)")
     args = (np.int64(trans_a), np.int64(trans_b), np.int64(m), np.int64(n), np.int64(k),
-            _blas._address(a, ia), np.int64(a.size - ia), np.int64(lda), _blas._address(b, ib), np.int64(b.size - ib),
-            np.int64(ldb), np.int64(beta != 0), _blas._address(c, ic), np.int64(c.size - ic), np.int64(ldc))
+            _address(a, ia), np.int64(a.size - ia), np.int64(lda), _address(b, ib), np.int64(b.size - ib),
+            np.int64(ldb), np.int64(beta != 0), _address(c, ic), np.int64(c.size - ic), np.int64(ldc))
     if f32:
         _gemm_s(*args)
     else:
@@ -351,16 +379,14 @@ def gemm_packed(m, N, K, a, ia, sr, sk, p, beta, c, ic, ldc):
     """C (m x N) = A (m x K) op(B), plus C when beta != 0, op(B) packed whole by `packed`; A's element (r, k) at flat
     index ia + r sr + k sk of a (row-major: sr = lda, sk = 1), C's (r, j) at ic + r ldc + j of c; C-contiguous
     arrays of one float dtype; ValueError unless p holds at least the packed size of a K x N matrix."""
-    f32 = _blas._kind(a, p, c) == 115
+    f32 = _float32(a, p, c)
     if p.size < packed_size(K, N, c.itemsize):
         raise ValueError("gemm_packed: p is smaller than a K x N matrix packed (packed_size(K, N, itemsize))")
-    args = (np.int64(m), np.int64(N), np.int64(K), _blas._address(a, ia), np.int64(a.size - ia), np.int64(sr),
-            np.int64(sk), _blas._address(p, 0), np.int64(p.size), np.int64(beta != 0), _blas._address(c, ic),
+    args = (np.int64(m), np.int64(N), np.int64(K), _address(a, ia), np.int64(a.size - ia), np.int64(sr),
+            np.int64(sk), _address(p, 0), np.int64(p.size), np.int64(beta != 0), _address(c, ic),
             np.int64(c.size - ic), np.int64(ldc))
     if f32:
         _packed_s(*args)
     else:
         _packed_d(*args)
 
-
-refresh_cache_on_change([gemm, gemm_packed], [_blas.__file__])

@@ -140,7 +140,7 @@ def test_gemm_matches_numpy(m, n, k, trans_a, trans_b, beta, pad, offset, dtype,
     """_gemm.gemm (the layers' input products, dx and weight gradients) is the plain product C = op(A) op(B) + beta C
     with offsets and row strides into larger arrays, both transposes, overwriting (beta 0) or adding: rows past whole
     register blocks and panels, A^T B by strips of C's rows (_tblock) and the rows after them (packed path), depths
-    across the KC (256) and KT (512) blocks (depth scales k up to 1200); nothing outside C is written."""
+    across the KC and KT blocks (512 deep; depth scales k up to 1200); nothing outside C is written."""
     k *= depth
     rng = np.random.default_rng(m * 1000003 + n * 1009 + k * 7 + offset)
     a, ia, lda = _strided(rng, *((k, m) if trans_a else (m, k)), pad, offset, dtype)
@@ -159,12 +159,15 @@ def test_gemm_matches_numpy(m, n, k, trans_a, trans_b, beta, pad, offset, dtype,
     np.testing.assert_array_equal(c.reshape(-1)[outside], before.reshape(-1)[outside])
 
 
-@given(st.integers(1, 70), st.integers(1, 300), st.integers(1, 300), st.booleans(), testing.float_dtypes())
-def test_gemm_packed_matches_numpy_and_rounds_as_one_chain(m, n, k, trans, dtype):
+@given(st.integers(1, 70), st.integers(1, 300), st.integers(1, 300), st.booleans(), testing.float_dtypes(),
+       st.sampled_from([1, 1, 4]))
+def test_gemm_packed_matches_numpy_and_rounds_as_one_chain(m, n, k, trans, dtype, depth):
     """_gemm.packed / gemm_packed (the recurrent products against w_hh packed once): the plain product, in both
     layouts of the weight; each element of C is one chain of fused multiply-adds over k in order, whatever the register
-    block: so with k <= KC, gemm's A^T B (by strips of C's rows, _tblock, up to TBLOCK_MAX_N columns; else the packed
-    path reading A^T in place) equals it bit for bit, and a row alone equals it inside a block of rows."""
+    block or the depth blocks: so gemm's A^T B (by strips of C's rows, _tblock, up to TBLOCK_MAX_N columns; else the
+    packed path reading A^T in place; KT and KC blocks of depth: depth scales k up to 1200) and gemm's A B (op(B)
+    packed in KC blocks) equal it bit for bit, and a row alone equals it inside a block of rows."""
+    k *= depth
     rng = np.random.default_rng(m * 7919 + n * 31 + k)
     w = rng.standard_normal((n, k) if trans else (k, n)).astype(dtype)
     a = rng.standard_normal((m, k)).astype(dtype)
@@ -174,11 +177,31 @@ def test_gemm_packed_matches_numpy_and_rounds_as_one_chain(m, n, k, trans, dtype
     row = np.empty((1, n), dtype)
     _gemm.gemm_packed(1, n, k, a, (m - 1) * k, k, 1, _gemm.packed(w, trans), 0.0, row, 0, n)
     np.testing.assert_array_equal(row[0], c[m - 1])
-    if k <= _gemm.KC:
-        at = np.ascontiguousarray(a.T)          # k x m: A^T B with A^T's rows in memory
+    at = np.ascontiguousarray(a.T)              # k x m: A^T B with A^T's rows in memory
+    for trans_a, a_, lda in ((True, at, m), (False, a, k)):
         d = np.empty((m, n), dtype)
-        _gemm.gemm(True, trans, m, n, k, at, 0, m, w, 0, w.shape[1], 0.0, d, 0, n)
-        np.testing.assert_array_equal(d, c)
+        _gemm.gemm(trans_a, trans, m, n, k, a_, 0, lda, w, 0, w.shape[1], 0.0, d, 0, n)
+        np.testing.assert_array_equal(d, c, err_msg=f"gemm, trans_a={trans_a}")
+
+
+@given(st.integers(1, 150), st.integers(1, 150), st.integers(2, 1300), st.booleans(), st.booleans(),
+       st.floats(0.0, 1.0), testing.float_dtypes())
+def test_gemm_split_depth_continues_the_chain(m, n, k, trans_a, trans_b, split, dtype):
+    """A product's depth split into two calls, gemm over k < s (beta 0) and then over s <= k (beta 1, adding into C),
+    gives the bits of one call: the second call's chains start from C's values instead of adding their own sums to
+    them, as gemm's own depth blocks (KC, KT) do, so the blocking never changes a result. Both transposes, A^T B by
+    strips (_tblock) and by the packed path, splits inside and at the edges of the blocks."""
+    s = max(1, min(k - 1, int(split * k)))
+    rng = np.random.default_rng(m * 1009 + n * 31 + k * 7 + s)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    lda, ldb = a.shape[1], b.shape[1]
+    whole, parts = np.empty((m, n), dtype), np.full((m, n), np.nan, dtype)
+    _gemm.gemm(trans_a, trans_b, m, n, k, a, 0, lda, b, 0, ldb, 0.0, whole, 0, n)
+    _gemm.gemm(trans_a, trans_b, m, n, s, a, 0, lda, b, 0, ldb, 0.0, parts, 0, n)
+    _gemm.gemm(trans_a, trans_b, m, n, k - s, a, s * (lda if trans_a else 1), lda, b, s * (1 if trans_b else ldb),
+               ldb, 1.0, parts, 0, n)
+    np.testing.assert_array_equal(parts, whole)
 
 
 def test_gemm_refuses_other_dtypes_betas_and_short_packing():

@@ -14,11 +14,12 @@
 # A^T B (the weight gradients, A = dG over all steps) by a second kernel (_tblock) with the roles turned: vectors
 # along C's rows, which are A's contiguous columns, a broadcast of B per column, C stored element by element.
 #
-# Each element of C is one chain of fused multiply-adds over k in order within a depth block, the blocks added to C in
-# order: gemm_packed against a matrix packed whole (the recurrent products) is one chain over all of K; gemm packs
-# op(B) KC deep, and its A^T B strips (_tblock) run KT deep. So the rounding does not depend on MR, NV or the
-# processor, with one exception: in gemm's A^T B with n <= TBLOCK_MAX_N and k > KC, the rows in whole strips (a
-# multiple of NR, which follows the vector width) sum in KT blocks, the rest in KC blocks.
+# Each element of C is one chain of fused multiply-adds over k = 0 .. K-1 in order, starting from C's value (beta = 1)
+# or from zero: a depth block (KC, KT) starts its chains from the partial sums that the block before it stored in C
+# (rather than adding its own sum to them). So the rounding depends on nothing but the order of k: not on KC, KT,
+# MC, MR, NV, the vector width, the processor, or which kernel (_block, _tblock) took a row; the blocking can be tuned
+# without changing a single result. Splitting a product's depth into calls (beta = 0, then beta = 1) gives the same
+# bits as one call.
 # Without AVX-512, or with NUMBA_CPU_NAME set (numba compiling for another processor), 32-byte vectors (AVX2's 16
 # registers); without hardware FMA, llvm.fma is a (slow, exact) library call.
 import llvmlite.binding as ll
@@ -38,8 +39,11 @@ try:                # the host's features, unless NUMBA_CPU_NAME has numba compi
 except RuntimeError:  # LLVM could not read them
     WIDE = False
 VBYTES, MR, NV = (64, 6, 4) if WIDE else (32, 4, 3)
-KC = 256            # depth of a packed block: a panel (KC x NR) stays in L1 / L2 while the rows of A pass over it
-MC = 96             # rows of A per pass over all panels (MC x KC of A stays in L2)
+# The blocking (speed only: see the rounding above). One thread, float32, GFLOP/s, KC, MC = 256, 96 against 512, 48,
+# one process, interleaved runs, median of 9: input products 3200 x 512 @ 512 x 2048 197 / 211, dx-like
+# 1600 x 2048 @ 2048 x 512 162 / 167, 3200 x 1024 @ 1024 x 256 171 / 193; A^T B 1024 x 3200 @ 3200 x 512 135 / 133.
+KC = 512            # depth of a packed block: fewer passes over C (the input products' C is T B x 4H, megabytes)
+MC = 48             # rows of A per pass over all panels (MC x KC of A stays in L2 beside a panel)
 KT = 512            # depth of a block of A^T B (_tblock): a strip of A (KT x NR) stays in L2 over all of B's columns
 # A^T B (weight gradients) by _tblock up to this many columns, else by the packed path with A^T read in place. One
 # thread, float32, GFLOP/s (_tblock / packed): 256 x 128 x 3200 120 / 82; 1024 x 256 x 6400 105 / 142; 1024 x 512 x
@@ -110,7 +114,7 @@ def _setup(context, builder, sig, args, arrays, n):
 def _block(typingctx, rows, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta):
     """C[r, j] (+)= sum_k A[r, k] P[k, j] for r < rows (1 .. MR), j < ncols (<= NR): A's element (r, k) at flat
     index ia + r sr + k sk of a, the panel's (k, j) at ip + k NR + j of p, C's (r, j) at ic + r ldc + j of c; beta != 0
-    adds to C, else overwrites it."""
+    starts the sums from C's values (one chain with the depth before), else from zero."""
     return types.void(rows, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta), _switched(_emit_block)
 
 
@@ -119,6 +123,27 @@ def _emit_block(context, builder, sig, args, R):
     _, _, ia_, sr_, sk_, _, ip_, K_, _, ic_, ldc_, nc_, beta_ = args
     fty, vty, L, fma, (A, P, C), broadcast, acc = _setup(context, builder, sig, args, (1, 5, 8), R)
     NR, i64, vptr = NV * L, ir.IntType(64), vty.as_pointer()
+    whole = builder.icmp_signed("==", nc_, ir.Constant(i64, NR))
+    buf = cgutils.alloca_once(builder, fty, size=NR)       # a row of C in a partial panel (ncols < NR)
+
+    rows = [builder.add(ic_, builder.mul(ir.Constant(i64, r), ldc_)) for r in range(R)]
+    slots = [builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vptr) for v in range(NV)]
+    with builder.if_then(builder.icmp_signed("!=", beta_, ir.Constant(beta_.type, 0))):
+        with builder.if_else(whole) as (full, part):    # the chains start from C
+            with full:
+                for r in range(R):
+                    for v in range(NV):
+                        ptr = builder.bitcast(builder.gep(C, [builder.add(rows[r], ir.Constant(i64, v * L))]), vptr)
+                        builder.store(builder.load(ptr, align=1), acc[r][v])
+            with part:
+                for r in range(R):
+                    for v in range(NV):
+                        builder.store(ir.Constant(vty, [0.0] * L), slots[v], align=1)
+                    with cgutils.for_range(builder, nc_) as col:
+                        builder.store(builder.load(builder.gep(C, [builder.add(rows[r], col.index)])),
+                                      builder.gep(buf, [col.index]))
+                    for v in range(NV):
+                        builder.store(builder.load(slots[v], align=1), acc[r][v])
     with cgutils.for_range(builder, K_) as loop:
         k = loop.index
         pk = builder.add(ip_, builder.mul(k, ir.Constant(i64, NR)))
@@ -130,40 +155,27 @@ def _emit_block(context, builder, sig, args, R):
             xv = broadcast(x)
             for v in range(NV):
                 builder.store(builder.call(fma, [xv, panel[v], builder.load(acc[r][v])]), acc[r][v])
-    add = builder.icmp_signed("!=", beta_, ir.Constant(beta_.type, 0))
-    with builder.if_else(builder.icmp_signed("==", nc_, ir.Constant(i64, NR))) as (full, part):
+    with builder.if_else(whole) as (full, part):
         with full:                          # whole vectors to C
             for r in range(R):
-                row = builder.add(ic_, builder.mul(ir.Constant(i64, r), ldc_))
                 for v in range(NV):
-                    ptr = builder.bitcast(builder.gep(C, [builder.add(row, ir.Constant(i64, v * L))]), vptr)
-                    with builder.if_then(add):
-                        builder.store(builder.fadd(builder.load(ptr, align=1), builder.load(acc[r][v])),
-                                      acc[r][v])
+                    ptr = builder.bitcast(builder.gep(C, [builder.add(rows[r], ir.Constant(i64, v * L))]), vptr)
                     builder.store(builder.load(acc[r][v]), ptr, align=1)
         with part:                          # the last panel's ncols < NR columns, element by element
-            buf = cgutils.alloca_once(builder, fty, size=NR)
             for r in range(R):
-                row = builder.add(ic_, builder.mul(ir.Constant(i64, r), ldc_))
                 for v in range(NV):
-                    builder.store(builder.load(acc[r][v]),
-                                  builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vptr), align=1)
+                    builder.store(builder.load(acc[r][v]), slots[v], align=1)
                 with cgutils.for_range(builder, nc_) as col:
-                    dst = builder.gep(C, [builder.add(row, col.index)])
-                    value = builder.load(builder.gep(buf, [col.index]))
-                    with builder.if_else(add) as (plus, over):
-                        with plus:
-                            builder.store(builder.fadd(builder.load(dst), value), dst)
-                        with over:
-                            builder.store(value, dst)
+                    builder.store(builder.load(builder.gep(buf, [col.index])),
+                                  builder.gep(C, [builder.add(rows[r], col.index)]))
 
 
 @intrinsic
 def _tblock(typingctx, cols, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta):
     """C[r, j] (+)= sum_k A[k, r] B[k, j] for r < NV L (NV whole vectors), j < cols (1 .. MR): A's element (k, r)
     at flat index ia + k lda + r of a (its rows are C's columns: loaded as vectors, no packing), B's (k, j) at
-    ib + k sbk + j sbj of b (broadcast), C's (r, j) at ic + r ldc + j of c, stored element by element; beta != 0 adds
-    to C. The weight gradients' A^T B, where packing A^T would cost a pass over memory."""
+    ib + k sbk + j sbj of b (broadcast), C's (r, j) at ic + r ldc + j of c, stored element by element; beta != 0
+    starts the sums from C's values, as _block. The weight gradients' A^T B, where packing A^T would cost a pass over memory."""
     return types.void(cols, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta), _switched(_emit_tblock)
 
 
@@ -171,28 +183,35 @@ def _emit_tblock(context, builder, sig, args, J):
     """_tblock's code for J columns."""
     _, _, ia_, lda_, _, ib_, sbk_, sbj_, K_, _, ic_, ldc_, beta_ = args
     fty, vty, L, fma, (A, Bd, C), broadcast, acc = _setup(context, builder, sig, args, (1, 4, 9), J)
-    i64 = ir.IntType(64)
+    i64, vptr = ir.IntType(64), vty.as_pointer()
+    buf = cgutils.alloca_once(builder, fty, size=NV * L)   # a column of C: NV L rows, ldc apart
+    slots = [builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vptr) for v in range(NV)]
+
+    def column(j, row):
+        return builder.gep(C, [builder.add(builder.add(ic_, builder.mul(row, ldc_)), ir.Constant(i64, j))])
+
+    with builder.if_then(builder.icmp_signed("!=", beta_, ir.Constant(beta_.type, 0))):    # the chains start from C
+        for j in range(J):
+            with cgutils.for_range(builder, ir.Constant(i64, NV * L)) as row:
+                builder.store(builder.load(column(j, row.index)), builder.gep(buf, [row.index]))
+            for v in range(NV):
+                builder.store(builder.load(slots[v], align=1), acc[j][v])
     with cgutils.for_range(builder, K_) as loop:
         k = loop.index
         ak = builder.add(ia_, builder.mul(k, lda_))
-        avec = [builder.load(builder.bitcast(builder.gep(A, [builder.add(ak, ir.Constant(i64, v * L))]),
-                                             vty.as_pointer()), align=1) for v in range(NV)]
+        avec = [builder.load(builder.bitcast(builder.gep(A, [builder.add(ak, ir.Constant(i64, v * L))]), vptr),
+                             align=1) for v in range(NV)]
         bk = builder.add(ib_, builder.mul(k, sbk_))
         for j in range(J):
             x = builder.load(builder.gep(Bd, [builder.add(bk, builder.mul(ir.Constant(i64, j), sbj_))]))
             xv = broadcast(x)
             for v in range(NV):
                 builder.store(builder.call(fma, [avec[v], xv, builder.load(acc[j][v])]), acc[j][v])
-    add = builder.icmp_signed("!=", beta_, ir.Constant(beta_.type, 0))
-    buf = cgutils.alloca_once(builder, fty, size=NV * L)
-    for j in range(J):                      # column j of C: NV L rows, ldc apart
+    for j in range(J):
         for v in range(NV):
-            builder.store(builder.load(acc[j][v]),
-                          builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vty.as_pointer()), align=1)
+            builder.store(builder.load(acc[j][v]), slots[v], align=1)
         with cgutils.for_range(builder, ir.Constant(i64, NV * L)) as row:
-            dst = builder.gep(C, [builder.add(builder.add(ic_, builder.mul(row.index, ldc_)), ir.Constant(i64, j))])
-            x = builder.load(builder.gep(buf, [row.index]))
-            builder.store(builder.select(add, builder.fadd(builder.load(dst), x), x), dst)
+            builder.store(builder.load(builder.gep(buf, [row.index])), column(j, row.index))
 
 
 @_jit
@@ -360,7 +379,8 @@ def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     """Row-major C = op(A) op(B) + beta C, beta 0 (overwrite) or 1 (accumulate): C is the m x n matrix at flat offset
     `ic` of array `c` with row stride `ldc`; op(A) is m x k: A is stored from offset `ia` of `a` with row stride `lda`,
     as an m x k matrix, or as k x m when `trans_a`; likewise op(B) k x n. The arrays C-contiguous, of one float dtype
-    (ValueError otherwise). op(B) is packed in blocks of KC rows for _gemm_packed; A^T B goes by strips of _tblock
+    (ValueError otherwise). Each element of C is one chain of fused multiply-adds over k in order, from C's value
+    (beta = 1) or zero. op(B) is packed in blocks of KC rows for _gemm_packed; A^T B goes by strips of _tblock
     first."""
     f32 = _float32(a, b, c)
     if beta != 0 and beta != 1:

@@ -62,7 +62,8 @@ def _run_forward(device, p, act, keep=True, chunks=None):
 
 def _check_layer(device, shape, dtype, activation, variant, seed, chunks=None):
     """lstm_forward and lstm_backward of `device` (with `chunks` = (n, K): cpu's _lstm_forward_chunks /
-    _lstm_backward_chunks) against reference.lstm_forward / lstm_backward in float64: outputs and every gradient."""
+    _lstm_backward_chunks) against reference.lstm_forward / lstm_backward in float64: outputs and every gradient.
+    -> {name: array} of the outputs and gradients it checked."""
     T, B, I, H = shape
     name, lead = ("lstm_backward", ()) if chunks is None else ("_lstm_backward_chunks", chunks)
     p = _problem(T, B, I, H, dtype, seed % 2**31, **variant)
@@ -91,6 +92,7 @@ def _check_layer(device, shape, dtype, activation, variant, seed, chunks=None):
     for (name_, ref), got_k in zip(want, got):
         assert got_k.dtype == dtype, name_
         testing.assert_close(got_k, ref, dtype, name_)
+    return {**{k: out[k] for k in ("y", "h_n", "c_n")}, **{name_: got_k for (name_, _), got_k in zip(want, got)}}
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -106,12 +108,18 @@ def test_lstm_forward_backward_match_reference(device):
 def test_row_chunks_on_threads_match_reference():
     """The split of a layer's batch rows over numba's threads (cpu._lstm_forward_chunks / _lstm_backward_chunks, which
     lstm_forward / lstm_backward run with n > 1 from B * 4H * P = 2^15 on): any number of chunks, uneven ones
-    included, gives the reference's outputs and gradients, with peepholes, a projection and variable lengths."""
+    included, gives the reference's outputs and gradients, with peepholes, a projection and variable lengths, and
+    without a projection the bits of the unsplit layer (each row's products are the same chains, whichever rows or
+    blocks a thread takes; the projection's np.dot rounds by the BLAS's kernel for the number of rows)."""
     @given_on("cpu", shapes("cpu"), testing.float_dtypes(), testing.activations(), testing.variants(),
               testing.seeds(), st.integers(2, 5))
     def check(shape, dtype, activation, variant, seed, chunks):
         chunks = (min(chunks, shape[1]), 1)
-        _check_layer("cpu", shape, dtype, activation, variant, seed, chunks=chunks)
+        split = _check_layer("cpu", shape, dtype, activation, variant, seed, chunks=chunks)
+        if not variant["proj"]:
+            whole = _check_layer("cpu", shape, dtype, activation, variant, seed, chunks=(1, 1))
+            for name in split:
+                np.testing.assert_array_equal(split[name], whole[name], err_msg=name)
         p = _problem(*shape, dtype, seed % 2**31, **variant)       # the no-tape forward, bit for bit
         act = ACTIVATIONS.index(activation)
         taped, untaped = (_run_forward("cpu", p, act, keep=k, chunks=chunks) for k in (True, False))

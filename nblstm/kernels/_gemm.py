@@ -46,9 +46,10 @@ KC = 512            # depth of a packed block: fewer passes over C (the input pr
 MC = 48             # rows of A per pass over all panels (MC x KC of A stays in L2 beside a panel)
 KT = 512            # depth of a block of A^T B (_tblock): a strip of A (KT x NR) stays in L2 over all of B's columns
 # A^T B (weight gradients) by _tblock up to this many columns, else by the packed path with A^T read in place. One
-# thread, float32, GFLOP/s (_tblock / packed): 256 x 128 x 3200 120 / 82; 1024 x 256 x 6400 105 / 142; 1024 x 512 x
-# 3200 69 / 130 (C's columns, stored element by element, and the strips of A, 2 KB apart, cost more there).
-TBLOCK_MAX_N = 128
+# thread, float32, GFLOP/s, one process (_tblock / packed, with pack's fast copies): 128 x 32 x 3200 112 / 82;
+# 64 x 32 x 6400 82 / 65; 64 x 2 x 6400 30 / 6; 128 x 64 x 1600 107 / 142; 256 x 128 x 3200 126 / 166 (128 before
+# pack's copies were fast, when the packed path ran at 82 there).
+TBLOCK_MAX_N = 32
 
 _jit = numba.njit(cache=True, error_model="numpy")
 
@@ -232,22 +233,30 @@ def pack(b, ib, ldb, trans_b, K, N, out, io, nr):
     """op(B) (K x N) into panels of nr columns from flat offset io of out: panel q holds columns q nr .. q nr + nr - 1,
     its element (k, j) at io + (q K + k) nr + j, zeros past column N. B is stored from flat offset ib of the
     C-contiguous array b with row stride ldb, as K x N, or as N x K when trans_b; b and out flat (1-d). _gemm_packed
-    reads panels of NR = panel_cols(itemsize) columns, _tblock groups of MR."""
+    reads panels of NR = panel_cols(itemsize) columns, _tblock groups of MR. Copies by slices, and (op(B) = B^T) along
+    B's rows with unsigned indices: element-wise signed indexing (numba's negative-index wraparound) kept the loops
+    scalar, 2-6x slower (512 x 2048: 3.6 -> 1.0-1.4 ms; 512 x 512: 1.08 -> 0.17 ms; B^T 512 x 512: 0.48 -> 0.18 ms,
+    measured), which gemm pays every call and KC block."""
     for q in range(-(-N // nr)):
         n0 = q * nr
         w = min(nr, N - n0)
         base = io + q * K * nr
+        if trans_b:                             # column j of the panel from B's row n0 + j, read in order
+            for j in range(w):
+                src = ib + (n0 + j) * ldb
+                for k in range(K):
+                    out[np.uint64(base + k * nr + j)] = b[np.uint64(src + k)]
         for k in range(K):
             dst = base + k * nr
-            if trans_b:
-                for j in range(w):
-                    out[dst + j] = b[ib + (n0 + j) * ldb + k]
-            else:
+            if not trans_b:
                 src = ib + k * ldb + n0
-                for j in range(w):
-                    out[dst + j] = b[src + j]
+                if w >= 16:
+                    out[dst:dst + w] = b[src:src + w]
+                else:                           # a few columns (_tblock's groups of MR): a slice costs more
+                    for j in range(w):
+                        out[np.uint64(dst + j)] = b[np.uint64(src + j)]
             for j in range(w, nr):
-                out[dst + j] = 0
+                out[np.uint64(dst + j)] = 0
 
 
 @_jit

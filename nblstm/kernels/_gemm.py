@@ -129,20 +129,24 @@ def _emit_block(context, builder, sig, args, R):
 
     rows = [builder.add(ic_, builder.mul(ir.Constant(i64, r), ldc_)) for r in range(R)]
     slots = [builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vptr) for v in range(NV)]
+
+    def c_vector(r, v):                     # vector v of C's row r
+        return builder.bitcast(builder.gep(C, [builder.add(rows[r], ir.Constant(i64, v * L))]), vptr)
+
+    def c_element(r, j):                    # C's (r, j), j a run-time column
+        return builder.gep(C, [builder.add(rows[r], j)])
     with builder.if_then(builder.icmp_signed("!=", beta_, ir.Constant(beta_.type, 0))):
         with builder.if_else(whole) as (full, part):    # the chains start from C
             with full:
                 for r in range(R):
                     for v in range(NV):
-                        ptr = builder.bitcast(builder.gep(C, [builder.add(rows[r], ir.Constant(i64, v * L))]), vptr)
-                        builder.store(builder.load(ptr, align=1), acc[r][v])
+                        builder.store(builder.load(c_vector(r, v), align=1), acc[r][v])
             with part:
                 for r in range(R):
                     for v in range(NV):
                         builder.store(ir.Constant(vty, [0.0] * L), slots[v], align=1)
                     with cgutils.for_range(builder, nc_) as col:
-                        builder.store(builder.load(builder.gep(C, [builder.add(rows[r], col.index)])),
-                                      builder.gep(buf, [col.index]))
+                        builder.store(builder.load(c_element(r, col.index)), builder.gep(buf, [col.index]))
                     for v in range(NV):
                         builder.store(builder.load(slots[v], align=1), acc[r][v])
     with cgutils.for_range(builder, K_) as loop:
@@ -160,15 +164,13 @@ def _emit_block(context, builder, sig, args, R):
         with full:                          # whole vectors to C
             for r in range(R):
                 for v in range(NV):
-                    ptr = builder.bitcast(builder.gep(C, [builder.add(rows[r], ir.Constant(i64, v * L))]), vptr)
-                    builder.store(builder.load(acc[r][v]), ptr, align=1)
+                    builder.store(builder.load(acc[r][v]), c_vector(r, v), align=1)
         with part:                          # the last panel's ncols < NR columns, element by element
             for r in range(R):
                 for v in range(NV):
                     builder.store(builder.load(acc[r][v]), slots[v], align=1)
                 with cgutils.for_range(builder, nc_) as col:
-                    builder.store(builder.load(builder.gep(buf, [col.index])),
-                                  builder.gep(C, [builder.add(rows[r], col.index)]))
+                    builder.store(builder.load(builder.gep(buf, [col.index])), c_element(r, col.index))
 
 
 @intrinsic
@@ -176,7 +178,7 @@ def _tblock(typingctx, cols, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta):
     """C[r, j] (+)= sum_k A[k, r] B[k, j] for r < NV L (NV whole vectors), j < cols (1 .. MR): A's element (k, r)
     at flat index ia + k lda + r of a (its rows are C's columns: loaded as vectors, no packing), B's (k, j) at
     ib + k sbk + j sbj of b (broadcast), C's (r, j) at ic + r ldc + j of c, stored element by element; beta != 0
-    starts the sums from C's values, as _block. The weight gradients' A^T B, where packing A^T would cost a pass over memory."""
+    starts the sums from C's values, as _block. The weight gradients' A^T B with few columns (TBLOCK_MAX_N)."""
     return types.void(cols, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta), _switched(_emit_tblock)
 
 

@@ -212,6 +212,38 @@ def test_gemm_split_depth_continues_the_chain(m, n, k, trans_a, trans_b, split, 
     np.testing.assert_array_equal(parts, whole)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_columns_round_alike_in_every_block_width(dtype):
+    """_block computes a row in 1, 2 or NV vectors (narrow products: dx of a layer with few inputs), or for a product
+    of one row in two panels at once (2 NV vectors): an element of C is still one chain over k, so its bits do not
+    depend on how many columns or rows are computed beside it. Each product here (both layouts of B, overwriting and
+    adding into C) equals, column for column, the same columns inside a product with columns added to the right
+    (computed in whole panels) and, row for row, the same row inside a product of 7 rows."""
+    nr = _gemm.panel_cols(np.dtype(dtype).itemsize)
+    for n in sorted({1, 5, nr // 4, nr // 4 + 1, nr // 2, nr // 2 + 3, nr, nr + 1, 2 * nr - 3, 2 * nr, 3 * nr + 5}):
+        for k in (1, 37, 600):
+            rng = np.random.default_rng(n * 1000 + k)
+            wide = 4 * nr                       # n columns and more beside them
+            a = rng.standard_normal((7, k)).astype(dtype)
+            b = rng.standard_normal((k, wide)).astype(dtype)
+            bt = np.ascontiguousarray(b.T)
+            c0 = rng.standard_normal((7, wide)).astype(dtype)
+            for beta in (0.0, 1.0):
+                full = c0.copy()
+                _gemm.gemm(False, False, 7, wide, k, a, 0, k, b, 0, wide, beta, full, 0, wide)
+                for m in (1, 2, 7):
+                    for trans_b, b_, ldb in ((False, b, wide), (True, bt, k)):
+                        c = c0[:m, :n].copy()
+                        _gemm.gemm(False, trans_b, m, n, k, a, 0, k, b_, 0, ldb, beta, c, 0, n)
+                        np.testing.assert_array_equal(c, full[:m, :n], err_msg=f"m={m}, n={n}, k={k}, beta={beta}")
+                    c = c0[:m, :n].copy()
+                    if beta == 0.0:
+                        _gemm.gemm_packed(m, n, k, a, 0, k, 1, _gemm.packed(b[:, :n], False), 0.0, c, 0, n)
+                        np.testing.assert_array_equal(c, full[:m, :n], err_msg=f"packed m={m}, n={n}, k={k}")
+                testing.assert_close(full, a.astype(np.float64) @ b.astype(np.float64)
+                                     + beta * c0.astype(np.float64), dtype, "C")
+
+
 def test_gemm_refuses_other_dtypes_betas_and_short_packing():
     """_gemm's products name what is wrong instead of computing garbage: integer or complex arrays (only the item size
     was checked before: int32 gave zeros), mixed dtypes, a beta other than 0 or 1, a packed array too small for

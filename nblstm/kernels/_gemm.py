@@ -50,6 +50,12 @@ KT = 512            # depth of a block of A^T B (_tblock): a strip of A (KT x NR
 # 64 x 32 x 6400 82 / 65; 64 x 2 x 6400 30 / 6; 128 x 64 x 1600 107 / 142; 256 x 128 x 3200 126 / 166 (128 before
 # pack's copies were fast, when the packed path ran at 82 there).
 TBLOCK_MAX_N = 32
+# Vectors a row that _block is compiled for, by its rows: a whole panel (NV), and the narrow products' 1 or 2 (N = 32
+# or 2, the small layers' dx: not 4 vectors a row of which 3 add zeros); one row (a step's product at batch 1) takes
+# two panels at once, NV more chains beside the first NV while each waits on its last multiply-add. Gemm, one
+# thread, float32 (this against one panel of NV vectors): 100 x 128 @ 128 x 32 11.2 -> 7.2 us, 6400 x 128 @ 128 x 2
+# 509 -> 196 us, w_hh^T packed 1 x 64 @ 64 x 256 671 -> 488 ns.
+VECTORS = {R: (1, 2, NV, 2 * NV) if R == 1 else (1, 2, NV) for R in range(1, MR + 1)}
 
 _jit = numba.njit(cache=True, error_model="numpy")
 
@@ -67,19 +73,22 @@ def _fma(builder, vty, L):
                                           "llvm.fma.v%d%s" % (L, "f32" if L * 4 == VBYTES else "f64"))
 
 
-def _switch(builder, value, most, emit):
-    """The code emit(n) for the run-time value n in 1 .. most (most for any other value, 0 included: the callers
-    never pass 0): one unrolled block per n."""
-    end, other = builder.append_basic_block("end"), builder.append_basic_block("most")
+def _switch(builder, value, cases, emit):
+    """The code emit(n) for the run-time value n, one of `cases` (the last one for any other value: the callers pass
+    no other): one unrolled block per case."""
+    if len(cases) == 1:
+        emit(cases[0])
+        return
+    end, other = builder.append_basic_block("end"), builder.append_basic_block("last")
     switch = builder.switch(value, other)
-    for n in range(1, most):
+    for n in cases[:-1]:
         case = builder.append_basic_block(f"n{n}")
         switch.add_case(ir.Constant(value.type, n), case)
         builder.position_at_end(case)
         emit(n)
         builder.branch(end)
     builder.position_at_end(other)
-    emit(most)
+    emit(cases[-1])
     builder.branch(end)
     builder.position_at_end(end)
 
@@ -88,17 +97,17 @@ def _switched(emit):
     """The codegen of an intrinsic whose first argument n (1 .. MR, at run time) picks the code that
     emit(context, builder, sig, args, n) writes for that n."""
     def codegen(context, builder, sig, args):
-        _switch(builder, args[0], MR, lambda n: emit(context, builder, sig, args, n))
+        _switch(builder, args[0], range(1, MR + 1), lambda n: emit(context, builder, sig, args, n))
         return context.get_dummy_value()
 
     return codegen
 
 
-def _setup(context, builder, sig, args, arrays, n):
+def _setup(context, builder, sig, args, arrays, n, nv=NV):
     """What both kernels start with: (LLVM element type, vector type, lanes L, llvm.fma, the data pointers of the
-    arguments at positions `arrays`, broadcast(scalar) -> vector, n x NV zeroed accumulators in stack slots, which
+    arguments at positions `arrays`, broadcast(scalar) -> vector, n x nv zeroed accumulators in stack slots, which
     LLVM's mem2reg promotes to registers)."""
-    fty, vty, L = _vector_type(context, sig.args[1].dtype)
+    fty, vty, L = _vector_type(context, sig.args[arrays[0]].dtype)
     data = tuple(context.make_array(sig.args[i])(context, builder, args[i]).data for i in arrays)
     undef, lane0 = ir.Constant(vty, ir.Undefined), ir.Constant(ir.IntType(32), 0)
     splat = ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L)
@@ -107,28 +116,37 @@ def _setup(context, builder, sig, args, arrays, n):
         return builder.shuffle_vector(builder.insert_element(undef, x, lane0), undef, splat)
 
     zero = ir.Constant(vty, [0.0] * L)
-    acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)] for _ in range(n)]
+    acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nv)] for _ in range(n)]
     return fty, vty, L, _fma(builder, vty, L), data, broadcast, acc
 
 
 @intrinsic
-def _block(typingctx, rows, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta):
-    """C[r, j] (+)= sum_k A[r, k] P[k, j] for r < rows (1 .. MR), j < ncols (<= NR): A's element (r, k) at flat
-    index ia + r sr + k sk of a, the panel's (k, j) at ip + k NR + j of p, C's (r, j) at ic + r ldc + j of c; beta != 0
-    starts the sums from C's values (one chain with the depth before), else from zero."""
-    return types.void(rows, a, ia, sr, sk, p, ip, K, c, ic, ldc, ncols, beta), _switched(_emit_block)
+def _block(typingctx, rows, vecs, a, ia, sr, sk, p, ip, ps, K, c, ic, ldc, ncols, beta):
+    """C[r, j] (+)= sum_k A[r, k] P[k, j] for r < rows (1 .. MR), j < ncols (<= vecs L), computed in `vecs` vectors
+    a row (one of VECTORS[rows]): A's element (r, k) at flat index ia + r sr + k sk of a, the panel's (k, j) at
+    ip + k NR + j of p, and for vectors past the panel's NV (one row: 2 NV) the next panel's, ps elements on; C's
+    (r, j) at ic + r ldc + j of c; beta != 0 starts the sums from C's values (one chain with the depth before),
+    else from zero."""
+    def codegen(context, builder, sig, args):
+        _switch(builder, args[0], range(1, MR + 1), lambda R: _switch(
+            builder, args[1], VECTORS[R], lambda V: _emit_block(context, builder, sig, args, R, V)))
+        return context.get_dummy_value()
+
+    return types.void(rows, vecs, a, ia, sr, sk, p, ip, ps, K, c, ic, ldc, ncols, beta), codegen
 
 
-def _emit_block(context, builder, sig, args, R):
-    """_block's code for R rows."""
-    _, _, ia_, sr_, sk_, _, ip_, K_, _, ic_, ldc_, nc_, beta_ = args
-    fty, vty, L, fma, (A, P, C), broadcast, acc = _setup(context, builder, sig, args, (1, 5, 8), R)
+def _emit_block(context, builder, sig, args, R, V):
+    """_block's code for R rows of V vectors."""
+    _, _, _, ia_, sr_, sk_, _, ip_, ps_, K_, _, ic_, ldc_, nc_, beta_ = args
+    fty, vty, L, fma, (A, P, C), broadcast, acc = _setup(context, builder, sig, args, (2, 6, 10), R, V)
     NR, i64, vptr = NV * L, ir.IntType(64), vty.as_pointer()
-    whole = builder.icmp_signed("==", nc_, ir.Constant(i64, NR))
-    buf = cgutils.alloca_once(builder, fty, size=NR)       # a row of C in a partial panel (ncols < NR)
+    whole = builder.icmp_signed("==", nc_, ir.Constant(i64, V * L))
+    buf = cgutils.alloca_once(builder, fty, size=V * L)     # a row of C in a partial block (ncols < V L)
 
     rows = [builder.add(ic_, builder.mul(ir.Constant(i64, r), ldc_)) for r in range(R)]
-    slots = [builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vptr) for v in range(NV)]
+    slots = [builder.bitcast(builder.gep(buf, [ir.Constant(i64, v * L)]), vptr) for v in range(V)]
+    # vector v of a panel row: panel v // NV (ps elements apart), at (v % NV) L in it
+    lanes = [builder.add(builder.mul(ps_, ir.Constant(i64, v // NV)), ir.Constant(i64, v % NV * L)) for v in range(V)]
 
     def c_vector(r, v):                     # vector v of C's row r
         return builder.bitcast(builder.gep(C, [builder.add(rows[r], ir.Constant(i64, v * L))]), vptr)
@@ -139,35 +157,35 @@ def _emit_block(context, builder, sig, args, R):
         with builder.if_else(whole) as (full, part):    # the chains start from C
             with full:
                 for r in range(R):
-                    for v in range(NV):
+                    for v in range(V):
                         builder.store(builder.load(c_vector(r, v), align=1), acc[r][v])
             with part:
                 for r in range(R):
-                    for v in range(NV):
+                    for v in range(V):
                         builder.store(ir.Constant(vty, [0.0] * L), slots[v], align=1)
                     with cgutils.for_range(builder, nc_) as col:
                         builder.store(builder.load(c_element(r, col.index)), builder.gep(buf, [col.index]))
-                    for v in range(NV):
+                    for v in range(V):
                         builder.store(builder.load(slots[v], align=1), acc[r][v])
     with cgutils.for_range(builder, K_) as loop:
         k = loop.index
         pk = builder.add(ip_, builder.mul(k, ir.Constant(i64, NR)))
-        panel = [builder.load(builder.bitcast(builder.gep(P, [builder.add(pk, ir.Constant(i64, v * L))]), vptr),
-                              align=1) for v in range(NV)]
+        panel = [builder.load(builder.bitcast(builder.gep(P, [builder.add(pk, lanes[v])]), vptr), align=1)
+                 for v in range(V)]
         ak = builder.add(ia_, builder.mul(k, sk_))
         for r in range(R):
             x = builder.load(builder.gep(A, [builder.add(ak, builder.mul(ir.Constant(i64, r), sr_))]))
             xv = broadcast(x)
-            for v in range(NV):
+            for v in range(V):
                 builder.store(builder.call(fma, [xv, panel[v], builder.load(acc[r][v])]), acc[r][v])
     with builder.if_else(whole) as (full, part):
         with full:                          # whole vectors to C
             for r in range(R):
-                for v in range(NV):
+                for v in range(V):
                     builder.store(builder.load(acc[r][v]), c_vector(r, v), align=1)
-        with part:                          # the last panel's ncols < NR columns, element by element
+        with part:                          # ncols < V L columns, element by element
             for r in range(R):
-                for v in range(NV):
+                for v in range(V):
                     builder.store(builder.load(acc[r][v]), slots[v], align=1)
                 with cgutils.for_range(builder, nc_) as col:
                     builder.store(builder.load(builder.gep(buf, [col.index])), c_element(r, col.index))
@@ -277,14 +295,21 @@ def _gemm_packed(m, N, K, a, ia, sr, sk, p, ip, beta, c, ic, ldc):
     (r, k) at flat index ia + r sr + k sk of a (row-major: sr = lda, sk = 1; transposed: sr = 1, sk = lda), C's (r, j)
     at ic + r ldc + j of c. a, p and c C-contiguous, of one float dtype."""
     nr = panel_cols(c.itemsize)
+    L = nr // NV
     panels = -(-N // nr)
     for r0 in range(0, m, MC):
         r1 = min(m, r0 + MC)
-        for q in range(panels):
-            cols = min(nr, N - q * nr)
+        q = 0
+        while q < panels:
+            span = 2 if m == 1 and q + 1 < panels else 1    # one row: two panels a block
+            cols = min(span * nr, N - q * nr)
+            vecs = -(-cols // L)                            # rounded up to one of VECTORS
+            vecs = vecs if vecs <= 2 else NV if vecs <= NV else 2 * NV
             pq, cq = ip + q * K * nr, ic + q * nr
             for r in range(r0, r1, MR):
-                _block(min(MR, r1 - r), a, ia + r * sr, sr, sk, p, pq, K, c, cq + r * ldc, ldc, cols, beta)
+                _block(min(MR, r1 - r), vecs, a, ia + r * sr, sr, sk, p, pq, K * nr, K, c, cq + r * ldc, ldc, cols,
+                       beta)
+            q += span
 
 
 @_jit

@@ -39,7 +39,8 @@ def cell_forward(G, c, tc, m, h, hw, c_prev, wp, lengths, t, act):
     one = G.dtype.type(1.0)
     zero = G.dtype.type(0.0)
     if B == 1 and t < lengths[0]:
-        _cell_forward_row(G[0], c[0], tc[0], m[0], h[0], hw[0], c_prev[0], wp, act, one, zero)
+        _cell_forward_row(_flat(G), 0, _flat(c), 0, _flat(tc), 0, _flat(m), 0, _flat(h), 0, _flat(hw), 0,
+                          _flat(c_prev), 0, _flat(wp), act, one, zero)
         return
     pi, pf, po = wp[0], wp[1], wp[2]
     for b in range(B):
@@ -61,21 +62,52 @@ def cell_forward(G, c, tc, m, h, hw, c_prev, wp, lengths, t, act):
 
 
 @_jit
-def _cell_forward_row(g, c, tc, m, h, r, c_prev, wp, act, one, zero):
-    """cell_forward of one running row (B = 1), in 1-d rows: gate block k of unit j at g[k * H + j], indexed with
-    unsigned integers (no negative-index wraparound: the loops vectorize without views, whose alias checks cost
-    more than the step at this size): 140 against 200 ns a step at H = 32 (measured), the same numbers."""
-    H = np.uint64(c.shape[0])
+def _cell_forward_row(g, go, c, co, tc, tco, m, mo, h, ho, r, ro, cp, cpo, wp, act, one, zero):
+    """cell_forward of one running row (B = 1) on flat (1-d) arrays from offsets: gate block k of unit j at
+    g[go + k H + j], its recurrent part at r[ro + k H + j]; c_t, act(c_t), m, h and c_{t-1} at c[co + j], tc[tco + j],
+    m[mo + j], h[ho + j], cp[cpo + j]; wp flat (3H); the same numbers as cell_forward.
+    Why so: unsigned indices (no negative-index wraparound) into arrays the time loop flattened once, because views
+    of a step's rows (C[t, b], ...) cost ~90 ns a step in reference counts (a trivial step: 111 against 22 ns); and
+    the units in blocks of 16 (loops of constant length), because c_t lies H elements after c_{t-1} in the tape, and
+    the vectorized loop over all units (16 lanes, unrolled 4 times) takes its scalar fallback when its runtime check
+    finds them less than 64 elements apart. The time loop alone at B = 1, I = H, one process, ns a step (views and
+    one loop over the units against this): H = 16 323-465 -> 213-404, 32 459-584 -> 371-479, 64 947-1217 -> 735-880
+    (measured); with a plain loop over the units on flat arrays the backward's step got slower, so it keeps views."""
+    H = np.uint64(wp.shape[0] // 3)
     H2 = H + H
     H3 = H2 + H
-    pi, pf, po = wp[0], wp[1], wp[2]
-    for j in range(H):
-        g[j], g[H + j], g[H2 + j] = _unit_gates(g[j] + r[j], g[H + j] + r[H + j], g[H2 + j] + r[H2 + j], c_prev[j],
-                                                pi[j], pf[j], one)
-    for j in range(H):
-        g[H3 + j], c[j], tc[j], m[j] = _unit_state(g[j], g[H + j], g[H2 + j], g[H3 + j] + r[H3 + j], c_prev[j],
-                                                   po[j], act, one, zero)
-        h[j] = m[j]
+    go, co, tco, mo, ho, ro, cpo = (np.uint64(go), np.uint64(co), np.uint64(tco), np.uint64(mo), np.uint64(ho),
+                                    np.uint64(ro), np.uint64(cpo))
+    W = np.uint64(16)
+    full = H // W * W
+    for j0 in range(np.uint64(0), full, W):
+        for jj in range(W):
+            j = j0 + jj
+            g[go + j], g[go + H + j], g[go + H2 + j] = _unit_gates(
+                g[go + j] + r[ro + j], g[go + H + j] + r[ro + H + j], g[go + H2 + j] + r[ro + H2 + j], cp[cpo + j],
+                wp[j], wp[H + j], one)
+    for j in range(full, H):
+        g[go + j], g[go + H + j], g[go + H2 + j] = _unit_gates(
+            g[go + j] + r[ro + j], g[go + H + j] + r[ro + H + j], g[go + H2 + j] + r[ro + H2 + j], cp[cpo + j], wp[j],
+            wp[H + j], one)
+    for j0 in range(np.uint64(0), full, W):
+        for jj in range(W):
+            j = j0 + jj
+            g[go + H3 + j], c[co + j], tc[tco + j], m[mo + j] = _unit_state(
+                g[go + j], g[go + H + j], g[go + H2 + j], g[go + H3 + j] + r[ro + H3 + j], cp[cpo + j], wp[H2 + j],
+                act, one, zero)
+            h[ho + j] = m[mo + j]
+    for j in range(full, H):
+        g[go + H3 + j], c[co + j], tc[tco + j], m[mo + j] = _unit_state(
+            g[go + j], g[go + H + j], g[go + H2 + j], g[go + H3 + j] + r[ro + H3 + j], cp[cpo + j], wp[H2 + j], act,
+            one, zero)
+        h[ho + j] = m[mo + j]
+
+
+@_jit
+def _flat(a):
+    """a (C-contiguous) as a 1-d view."""
+    return a.reshape(a.size)
 
 
 @_jit
@@ -220,14 +252,19 @@ def _forward_rows(b0, b1, t0, t1, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, 
     h_scratch = np.empty((b1 - b0, C.shape[2]), C.dtype) if proj else h     # the pointwise step's h, unused here
     one_row = b1 - b0 == 1 and not proj
     one, zero = G.dtype.type(1.0), G.dtype.type(0.0)
+    H = C.shape[2]
+    Gf, Cf, TCf, yf, hf, hwf = _flat(G), _flat(C), _flat(TC), _flat(y), _flat(h_n), _flat(hw)
+    c0f, wpf = _flat(c0), _flat(wp)
     for t in range(t0, t1):
-        c_prev = c0[b0:b1] if t == 0 else C[(t - 1) % nC, b0:b1]
         # recurrent product h_{t-1} @ w_hh^T of these rows
         _gemm.gemm_packed(b1 - b0, H4, P, h_n, b0 * P, P, 1, w_rec, 0, hw, b0 * H4, H4)
-        if one_row and t < lengths[b0]:         # cell_forward's own B = 1 path without its call (~50 ns a step)
-            _cell_forward_row(G[t, b0], C[t % nC, b0], TC[t % nT, b0], y[t, b0], h_n[b0], hw[b0], c_prev[0], wp, act,
-                              one, zero)
-        elif proj:                              # m to the tape, then h_t = m w_hr^T, the running state of running rows
+        if one_row and t < lengths[b0]:         # one running row: flat arrays and offsets, no views a step
+            cp, cpo = (c0f, b0 * H) if t == 0 else (Cf, ((t - 1) % nC * B + b0) * H)
+            _cell_forward_row(Gf, (t * B + b0) * H4, Cf, (t % nC * B + b0) * H, TCf, (t % nT * B + b0) * H, yf,
+                              (t * B + b0) * H, hf, b0 * H, hwf, b0 * H4, cp, cpo, wpf, act, one, zero)
+            continue
+        c_prev = c0[b0:b1] if t == 0 else C[(t - 1) % nC, b0:b1]
+        if proj:                                # m to the tape, then h_t = m w_hr^T, the running state of running rows
             m = M[t % nM, b0:b1]
             cell_forward(G[t, b0:b1], C[t % nC, b0:b1], TC[t % nT, b0:b1], m, h_scratch, hwr, c_prev, wp, lens, t,
                          act)

@@ -26,12 +26,25 @@ def test_bench_lstm_checks_then_times(extra):
 
 
 def test_bench_steps_reports_time_and_page_faults_of_a_source(tmp_path):
-    """bench_steps.py imports nblstm from --source: a copy of the package elsewhere is the one it reports."""
-    import shutil
-    shutil.copytree(os.path.join(REPO, "nblstm"), tmp_path / "nblstm", ignore=shutil.ignore_patterns("__pycache__"))
+    """bench_steps.py imports nblstm from --source: the package found elsewhere (here a link to this checkout's, so
+    that numba's cache beside its files serves it: a copy compiled every kernel again, ~90 s of the suite) is the one
+    it reports."""
+    os.symlink(os.path.join(REPO, "nblstm"), tmp_path / "nblstm", target_is_directory=True)
     out = _run("bench_steps.py", "--shapes", "5,2,3,4", "--source", str(tmp_path))
     assert f"from {tmp_path}," in out, out
     assert re.search(r"^\| 5, 2, 3, 4 \| [0-9.]+ \| [0-9]+ \|$", out, re.M), out
+
+
+def test_bench_gemm_checks_then_times_each_kind_of_product():
+    """bench_gemm.py times nblstm's own product on each kind of product (packed each call, packed once, A^T B) after
+    checking it against NumPy, and refuses a malformed product."""
+    out = _run("bench_gemm.py", "--repeats", "3", "--products", "7x5x3", "p:1x9x70", "t:8x33x20")
+    for name, dims in (("A B \\(B packed each call\\)", "7 x 5 x 3"), ("A B \\(B packed once\\)", "1 x 9 x 70"),
+                       ("A\\^T B, adding into C", "8 x 33 x 20")):
+        assert re.search(rf"^\\| {name} \\| {dims} \\| [0-9.]+ \\| [0-9.]+ \\|$", out, re.M), out
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_gemm.py"), "--products", "5x4"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 2 and "expected MxKxN" in proc.stderr, proc.stderr
 
 
 def test_bench_padded_checks_against_torch_packed_sequences_then_times():

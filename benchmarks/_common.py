@@ -59,6 +59,20 @@ def parse(p, argv):
     return args
 
 
+def add_source(p):
+    """The --source option: the checkout whose nblstm a script imports (default: this one), to compare versions."""
+    p.add_argument("--source", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), metavar="DIR",
+                   help="the checkout whose nblstm is imported (default: this one)")
+
+
+def import_source(source):
+    """nblstm imported from the checkout `source` (before any installed one) -> (the module, the folder it came
+    from)."""
+    sys.path.insert(0, os.path.abspath(source))
+    import nblstm
+    return nblstm, os.path.dirname(os.path.dirname(os.path.abspath(nblstm.__file__)))
+
+
 def warn_if_imported_early(already):
     """The warning for libraries imported before set_threads (their pools may not follow --threads)."""
     if already:

@@ -7,18 +7,15 @@ versions run after run; each product is checked against NumPy first.
 A product MxKxN is C (M x N) = A (M x K) B (K x N): by `gemm`, which packs B at every call (the layers' input products
 and dx); p:MxKxN by `gemm_packed` against B packed once (the recurrent product of a step); t:MxKxN is A^T B with A
 stored K x M, adding into C (the weight gradients). Times include the Python call (~0.5 us), most of a product of a
-few us. Example, the kernel before narrow products got their own blocks
-against this one:
+few us. Example, the kernel before narrow products got their own blocks against this one:
     git worktree add /tmp/nblstm-3c519ce 3c519ce
     python benchmarks/bench_gemm.py --source /tmp/nblstm-3c519ce; python benchmarks/bench_gemm.py
 """
 import argparse
-import os
 import sys
 
-from _common import set_threads, warn_if_imported_early  # noqa: E402
+from _common import add_source, import_source, set_threads, warn_if_imported_early  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PRODUCTS = ["6400x128x2", "100x128x32", "1000x128x32", "p:1x64x256", "p:1x32x128", "1600x2048x512",
             "t:1024x3200x512"]
 
@@ -42,8 +39,7 @@ def _parse(argv):
     p.add_argument("--repeats", type=int, default=None, help="timed runs a product (default 50, --quick 5), after 3 "
                    "untimed")
     p.add_argument("--quick", action="store_true", help="5 timed runs a product")
-    p.add_argument("--source", default=os.path.dirname(HERE), metavar="DIR",
-                   help="the checkout whose nblstm is imported (default: this one)")
+    add_source(p)
     args = p.parse_args(argv)
     if args.repeats is None:
         args.repeats = 5 if args.quick else 50
@@ -72,7 +68,7 @@ def _case(_gemm, kind, M, K, N, rng):
 
         def run():
             _gemm.gemm(True, False, M, N, K, a, 0, M, b, 0, N, 1.0, c, 0, N)
-        return run, c, want, True
+        return run, c, want
     a = rng.standard_normal((M, K)).astype(f)
     want = a.astype(np.float64) @ b.astype(np.float64)
     if kind == "p":
@@ -83,15 +79,14 @@ def _case(_gemm, kind, M, K, N, rng):
     else:
         def run():
             _gemm.gemm(False, False, M, N, K, a, 0, K, b, 0, N, 0.0, c, 0, N)
-    return run, c, want, False
+    return run, c, want
 
 
 def main(args):
     warn_if_imported_early(_already)
-    sys.path.insert(0, os.path.abspath(args.source))
-    import nblstm
+    nblstm, where = import_source(args.source)
     from nblstm.kernels import _gemm
-    print(f"nblstm {nblstm.__version__} from {os.path.dirname(os.path.dirname(os.path.abspath(nblstm.__file__)))}, "
+    print(f"nblstm {nblstm.__version__} from {where}, "
           f"float32, one thread, median over {args.repeats} runs after 3 untimed; its product kernel: "
           f"{_gemm.VBYTES * 8}-bit vectors, {_gemm.MR} x {_gemm.NV} vector blocks\n")
     print("| product | M x K x N | us | GFLOP/s |")
@@ -99,7 +94,7 @@ def main(args):
     rng = np.random.default_rng(0)
     names = {"n": "A B (B packed each call)", "p": "A B (B packed once)", "t": "A^T B, adding into C"}
     for kind, M, K, N in args.products:
-        run, c, want, adds = _case(_gemm, kind, M, K, N, rng)
+        run, c, want = _case(_gemm, kind, M, K, N, rng)
         run()                                   # compiled (or loaded) and checked before any timing
         err = np.abs(c - want).max() / max(1.0, np.abs(want).max())
         if err > 1e-4:

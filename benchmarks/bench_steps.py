@@ -10,19 +10,16 @@ Example, the version before that reuse against this one:
     git worktree add /tmp/nblstm-edc52ea edc52ea
     python benchmarks/bench_steps.py --source /tmp/nblstm-edc52ea; python benchmarks/bench_steps.py
 """
-import os
 import sys
 
-from _common import parse, parser, set_threads, warn_if_imported_early  # noqa: E402
+from _common import add_source, import_source, parse, parser, set_threads, warn_if_imported_early  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 SHAPES = [(100, 32, 128, 128), (100, 64, 256, 256)]
 
 
 def _parse(argv):
     p = parser(__doc__, SHAPES)
-    p.add_argument("--source", default=os.path.dirname(HERE), metavar="DIR",
-                   help="the checkout whose nblstm is imported (default: this one)")
+    add_source(p)
     return parse(p, argv)
 
 
@@ -38,9 +35,8 @@ import numpy as np  # noqa: E402
 
 def main(args):
     warn_if_imported_early(_already)
-    sys.path.insert(0, os.path.abspath(args.source))
-    import nblstm
-    print(f"nblstm {nblstm.__version__} from {os.path.dirname(os.path.dirname(os.path.abspath(nblstm.__file__)))}, "
+    nblstm, where = import_source(args.source)
+    print(f"nblstm {nblstm.__version__} from {where}, "
           f"float32, {args.threads} thread(s), one LSTM layer, zero_grad + forward + backward, median over "
           f"{args.repeats} steps after one untimed\n")
     print("| T, B, I, H | ms per step | page faults per step |")

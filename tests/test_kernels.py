@@ -236,8 +236,8 @@ def test_gemm_columns_round_alike_in_every_block_width(dtype):
                         c = c0[:m, :n].copy()
                         _gemm.gemm(False, trans_b, m, n, k, a, 0, k, b_, 0, ldb, beta, c, 0, n)
                         np.testing.assert_array_equal(c, full[:m, :n], err_msg=f"m={m}, n={n}, k={k}, beta={beta}")
-                    c = c0[:m, :n].copy()
                     if beta == 0.0:
+                        c = c0[:m, :n].copy()
                         _gemm.gemm_packed(m, n, k, a, 0, k, 1, _gemm.packed(b[:, :n], False), 0.0, c, 0, n)
                         np.testing.assert_array_equal(c, full[:m, :n], err_msg=f"packed m={m}, n={n}, k={k}")
                 testing.assert_close(full, a.astype(np.float64) @ b.astype(np.float64)

@@ -384,6 +384,35 @@ def test_cell_kernels_match_reference(device):
     check()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_row_step_gives_the_bits_of_the_per_unit_loop(dtype):
+    """The CPU's pointwise step of one row (B = 1: cpu._cell_forward_row / _cell_backward_row, float32 units in
+    explicit vectors, kernels/_vec.py, the rest one by one) equals bit for bit the per-unit loop that B > 1 runs, for
+    H with and without a partial last vector, both activations, peepholes, and inputs that saturate (+-30, +-inf) or
+    are nan. Fails if a vector operation differs from _math's by an operation's order or a fused multiply-add."""
+    for H in (1, 5, 16, 17, 32, 40, 64, 100):
+        for act in (0, 1):
+            rng = np.random.default_rng(10 * H + act)
+
+            def rows(n):                        # two equal rows
+                a = (3 * rng.standard_normal(n)).astype(dtype)
+                return np.stack([a, a])
+            G, hw, cp, wp, dc0, dm = rows(4 * H), rows(4 * H), rows(H), rows(3 * H)[0].reshape(3, H), rows(H), rows(H)
+            G[:, :4] = [30, -np.inf, np.inf, np.nan]
+            lengths = np.ones(2, np.int64)
+            got = []
+            for B in (1, 2):
+                out = [np.full((B, H), 7, dtype) for _ in range(4)]
+                Gb = G[:B].copy()
+                cpu.cell_forward(Gb, *out, hw[:B].copy(), cp[:B].copy(), wp, lengths[:B], 0, act)
+                dG, dc = np.full((B, 4 * H), 7, dtype), dc0[:B].copy()
+                cpu.cell_backward(dG, dc, dm[:B].copy(), Gb, cp[:B].copy(), out[1], wp, lengths[:B], 0, act)
+                got.append([a[0] for a in (Gb, *out, dG, dc)])
+            for name, one, two in zip(("G", "c", "tc", "m", "h", "dG", "dc_prev"), *got):
+                np.testing.assert_array_equal(one, two, err_msg=f"{name}, H={H}, act={act}")
+            assert np.isfinite(got[0][1][4:]).all()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_copy_steps_reverses_each_sequence_from_its_end(device):
     """copy_steps(reverse) is reference.reverse_padded, column ranges and accumulation included."""

@@ -46,6 +46,14 @@ def _fma_jit(a, b, c):
     return lambda a, b, c: _llvm_fma(a, b, c)
 
 
+# float32 tanh's constants (tanh below; kernels/_vec.py writes the same steps in vectors): tanh(TANH32_CLAMP) rounds to
+# 1 in float32; the numerator's coefficients from x^12 down to x^0 (times x), the denominator's from x^6 down.
+TANH32_CLAMP = 7.90531110763549805
+TANH32_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+            1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03)
+TANH32_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
+
+
 @register_jitable
 def tanh(x, one):
     """tanh in the precision of `one`. float64: libm. float32: Eigen's rational approximation (odd degree-13 over
@@ -53,20 +61,20 @@ def tanh(x, one):
     (measured against float64 tanh on 6e6 points of [-20, 20]; 3.9e-7 without fma), |tanh| <= 1, call-free and branch-free, so gate loops vectorize. Clamping first keeps x*x finite for
     inputs up to inf (tests/test_lstm.py::test_saturating_input_is_finite_without_warnings); nan stays nan."""
     if isinstance(one, np.float32):
-        f = np.float32
-        c = f(7.90531110763549805)      # tanh(c) rounds to 1 in float32
+        f, P, Q = np.float32, TANH32_P, TANH32_Q
+        c = f(TANH32_CLAMP)
         x = c if x > c else x           # written so that a nan x falls through
         x = -c if x < -c else x
         x2 = x * x
-        p = fma(f(-2.76076847742355e-16), x2, f(2.00018790482477e-13))
-        p = fma(p, x2, f(-8.60467152213735e-11))
-        p = fma(p, x2, f(5.12229709037114e-08))
-        p = fma(p, x2, f(1.48572235717979e-05))
-        p = fma(p, x2, f(6.37261928875436e-04))
-        p = fma(p, x2, f(4.89352455891786e-03))
-        q = fma(f(1.19825839466702e-06), x2, f(1.18534705686654e-04))
-        q = fma(q, x2, f(2.26843463243900e-03))
-        q = fma(q, x2, f(4.89352518554385e-03))
+        p = fma(f(P[0]), x2, f(P[1]))
+        p = fma(p, x2, f(P[2]))
+        p = fma(p, x2, f(P[3]))
+        p = fma(p, x2, f(P[4]))
+        p = fma(p, x2, f(P[5]))
+        p = fma(p, x2, f(P[6]))
+        q = fma(f(Q[0]), x2, f(Q[1]))
+        q = fma(q, x2, f(Q[2]))
+        q = fma(q, x2, f(Q[3]))
         return x * p / q
     return math.tanh(x)
 

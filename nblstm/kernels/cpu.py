@@ -17,7 +17,7 @@
 import numba
 import numpy as np
 
-from . import _blas, _gemm, _math, refresh_cache_on_change
+from . import _blas, _gemm, _math, _vec, refresh_cache_on_change
 
 # error_model="numpy": no ZeroDivisionError test before each division (a branch that stops vectorization).
 # No fastmath: "contract" (FMA) saves 20% of the pointwise time (about 1% of a layer), but with it the no-tape
@@ -66,42 +66,44 @@ def _cell_forward_row(g, go, c, co, tc, tco, m, mo, h, ho, r, ro, cp, cpo, wp, a
     """cell_forward of one running row (B = 1) on flat (1-d) arrays from offsets: gate block k of unit j at
     g[go + k H + j], its recurrent part at r[ro + k H + j]; c_t, act(c_t), m, h and c_{t-1} at c[co + j], tc[tco + j],
     m[mo + j], h[ho + j], cp[cpo + j]; wp flat (3H); the same numbers as cell_forward.
-    Why so: unsigned indices (no negative-index wraparound) into arrays the time loop flattened once, because views
-    of a step's rows (C[t, b], ...) cost ~90 ns a step in reference counts (a trivial step: 111 against 22 ns); and
-    the units in blocks of 16 (loops of constant length), because c_t lies H elements after c_{t-1} in the tape, and
-    the vectorized loop over all units (16 lanes, unrolled 4 times) takes its scalar fallback when its runtime check
-    finds them less than 64 elements apart. The time loop alone at B = 1, I = H, one process, ns a step (views and
-    one loop over the units against this): H = 16 323-465 -> 213-404, 32 459-584 -> 371-479, 64 947-1217 -> 735-880
-    (measured); with a plain loop over the units on flat arrays the backward's step got slower, so it keeps views."""
-    H = np.uint64(wp.shape[0] // 3)
+    Why so: flat arrays that the time loop flattened once, because views of a step's rows (C[t, b], ...) cost ~90 ns
+    a step in reference counts (a trivial step: 111 against 22 ns); float32 units in explicit vectors (_vec.forward_row,
+    whose comment says why), the rest (float64, units past the last whole vector) here, with unsigned indices (no
+    negative-index wraparound)."""
+    H = wp.shape[0] // 3
+    done = _vec.forward_row(g, go, r, ro, cp, cpo, wp, H, c, co, tc, tco, m, mo, h, ho, act)
+    H, done = np.uint64(H), np.uint64(done)
     H2 = H + H
     H3 = H2 + H
     go, co, tco, mo, ho, ro, cpo = (np.uint64(go), np.uint64(co), np.uint64(tco), np.uint64(mo), np.uint64(ho),
                                     np.uint64(ro), np.uint64(cpo))
-    W = np.uint64(16)
-    full = H // W * W
-    for j0 in range(np.uint64(0), full, W):
-        for jj in range(W):
-            j = j0 + jj
-            g[go + j], g[go + H + j], g[go + H2 + j] = _unit_gates(
-                g[go + j] + r[ro + j], g[go + H + j] + r[ro + H + j], g[go + H2 + j] + r[ro + H2 + j], cp[cpo + j],
-                wp[j], wp[H + j], one)
-    for j in range(full, H):
+    for j in range(done, H):
         g[go + j], g[go + H + j], g[go + H2 + j] = _unit_gates(
             g[go + j] + r[ro + j], g[go + H + j] + r[ro + H + j], g[go + H2 + j] + r[ro + H2 + j], cp[cpo + j], wp[j],
             wp[H + j], one)
-    for j0 in range(np.uint64(0), full, W):
-        for jj in range(W):
-            j = j0 + jj
-            g[go + H3 + j], c[co + j], tc[tco + j], m[mo + j] = _unit_state(
-                g[go + j], g[go + H + j], g[go + H2 + j], g[go + H3 + j] + r[ro + H3 + j], cp[cpo + j], wp[H2 + j],
-                act, one, zero)
-            h[ho + j] = m[mo + j]
-    for j in range(full, H):
+    for j in range(done, H):
         g[go + H3 + j], c[co + j], tc[tco + j], m[mo + j] = _unit_state(
             g[go + j], g[go + H + j], g[go + H2 + j], g[go + H3 + j] + r[ro + H3 + j], cp[cpo + j], wp[H2 + j], act,
             one, zero)
         h[ho + j] = m[mo + j]
+
+
+@_jit
+def _cell_backward_row(dg, dgo, dc, dco, dm, dmo, g, go, cp, cpo, tc, tco, wp, act, one, zero):
+    """cell_backward of one running row on flat arrays from offsets, as _cell_forward_row: dL/dm_t at dm[dmo + j],
+    dL/dc_t at dc[dco + j] (replaced by dL/dc_{t-1}), gate block k of unit j at g[go + k H + j], c_{t-1} at
+    cp[cpo + j], act(c_t) at tc[tco + j]; writes dg[dgo + k H + j]. float32 in vectors (_vec.backward_row)."""
+    H = wp.shape[0] // 3
+    done = _vec.backward_row(dg, dgo, dc, dco, dm, dmo, g, go, cp, cpo, tc, tco, wp, H, act)
+    H, done = np.uint64(H), np.uint64(done)
+    H2 = H + H
+    H3 = H2 + H
+    dgo, dco, dmo, go, cpo, tco = (np.uint64(dgo), np.uint64(dco), np.uint64(dmo), np.uint64(go), np.uint64(cpo),
+                                   np.uint64(tco))
+    for j in range(done, H):
+        dg[dgo + j], dg[dgo + H + j], dg[dgo + H2 + j], dg[dgo + H3 + j], dc[dco + j] = _unit_backward(
+            dm[dmo + j], dc[dco + j], g[go + j], g[go + H + j], g[go + H2 + j], g[go + H3 + j], cp[cpo + j],
+            tc[tco + j], wp[j], wp[H + j], wp[H2 + j], act, one, zero)
 
 
 @_jit
@@ -116,6 +118,10 @@ def cell_backward(dG, dc, dm, G, c_prev, tc, wp, lengths, t, act):
     B, H = dc.shape
     one = G.dtype.type(1.0)
     zero = G.dtype.type(0.0)
+    if B == 1 and t < lengths[0]:
+        _cell_backward_row(_flat(dG), 0, _flat(dc), 0, _flat(dm), 0, _flat(G), 0, _flat(c_prev), 0, _flat(tc), 0,
+                           _flat(wp), act, one, zero)
+        return
     pi, pf, po = wp[0], wp[1], wp[2]
     for b in range(B):
         if t >= lengths[b]:                     # finished: no gate gradient, dL/dc passes through
@@ -355,13 +361,22 @@ def _backward_rows(b0, b1, t0, t1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_pk, wp, 
     all_run = T                                 # steps t < all_run have every sequence of these rows running
     for r in range(b0, b1):
         all_run = min(all_run, lengths[r])
+    one_row = b1 - b0 == 1 and not proj
+    one, zero = G.dtype.type(1.0), G.dtype.type(0.0)
+    H = C.shape[2]
+    dGf, Gf, Cf, TCf, dyf, dhf, dcf, c0f, wpf = (_flat(dG), _flat(G), _flat(C), _flat(TC), _flat(dy), _flat(dh0),
+                                                 _flat(dc0), _flat(c0), _flat(wp))
     for t in range(t1 - 1, t0 - 1, -1):
-        if b1 - b0 == 1 and t < all_run:        # one running row: dh += dy[t] without copy_running_rows' call
-            dh_row, dy_row = dh0[b0], dy[t, b0]
-            for j in range(P):
-                dh_row[j] += dy_row[j]
-        else:
-            copy_running_rows(dh, dy[t, b0:b1], lens, t, True)
+        if one_row and t < all_run:             # one running row: flat arrays and offsets, no views a step
+            ho, yo, go = np.uint64(b0 * P), np.uint64((t * B + b0) * P), (t * B + b0) * H4
+            for j in range(np.uint64(P)):       # dh += dy[t]
+                dhf[ho + j] += dyf[yo + j]
+            cp, cpo = (c0f, b0 * H) if t == 0 else (Cf, ((t - 1) * B + b0) * H)
+            _cell_backward_row(dGf, go, dcf, b0 * H, dhf, b0 * P, Gf, go, cp, cpo, TCf, (t * B + b0) * H, wpf, act,
+                               one, zero)
+            _gemm.gemm_packed(1, P, H4, dG, go, H4, 1, w_pk, 0, dh0, b0 * P, P)    # dL/dh_{t-1} = dG_t @ w_hh
+            continue
+        copy_running_rows(dh, dy[t, b0:b1], lens, t, True)
         c_prev = c0[b0:b1] if t == 0 else C[t - 1, b0:b1]
         dGt = dG[t, b0:b1]
         if proj:                                # dL/dm_t = dL/dh_t @ w_hr
@@ -558,10 +573,11 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh
             db[k] += dA2[r, k]
 
 
-refresh_cache_on_change([cell_forward, _cell_forward_row, cell_backward, copy_running_rows, peephole_grads, _parts,
-                         _split_count, _gemm_split_count, _overlap_chunks, _split_begin,
+refresh_cache_on_change([cell_forward, _cell_forward_row, _cell_backward_row, cell_backward, copy_running_rows,
+                         peephole_grads, _parts, _split_count, _gemm_split_count, _overlap_chunks, _split_begin,
                          _input_rows, _forward_rows, _forward_split, _input_split, _forward_overlap, lstm_forward,
                          _lstm_forward_chunks, _backward_rows,
                          _weight_grads_part, _backward_split, _weight_grads_split, _backward_overlap, lstm_backward,
                          _lstm_backward_chunks, copy_steps, rnn_cell_forward,
-                         rnn_cell_backward, rnn_forward, rnn_backward], [_math.__file__, _blas.__file__, _gemm.__file__])
+                         rnn_cell_backward, rnn_forward, rnn_backward],
+                        [_math.__file__, _blas.__file__, _gemm.__file__, _vec.__file__])

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from _devices import DEVICES, call, given_on, shapes
 from nblstm import reference as R
 from nblstm import testing
-from nblstm.kernels import _gemm, cpu
+from nblstm.kernels import _gemm, _math, cpu
 from nblstm.kernels._math import ACTIVATIONS
 
 
@@ -384,33 +384,48 @@ def test_cell_kernels_match_reference(device):
     check()
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_one_row_step_gives_the_bits_of_the_per_unit_loop(dtype):
-    """The CPU's pointwise step of one row (B = 1: cpu._cell_forward_row / _cell_backward_row, float32 units in
-    explicit vectors, kernels/_vec.py, the rest one by one) equals bit for bit the per-unit loop that B > 1 runs, for
-    H with and without a partial last vector, both activations, peepholes, and inputs that saturate (+-30, +-inf) or
-    are nan. Fails if a vector operation differs from _math's by an operation's order or a fused multiply-add."""
-    for H in (1, 5, 16, 17, 32, 40, 64, 100):
-        for act in (0, 1):
-            rng = np.random.default_rng(10 * H + act)
+@numba.njit(error_model="numpy")
+def _per_unit_step(G, c, tc, m, h, hw, cp, wp, dG, dc, dm, act):
+    """The oracle of the CPU's pointwise step (forward, then backward from dm, dc): _math's unit functions called one
+    unit at a time, as numba compiles them on their own."""
+    B, H = c.shape
+    one, zero = G.dtype.type(1.0), G.dtype.type(0.0)
+    for b in range(B):
+        for j in range(H):
+            i, f, g = _math.unit_gates(G[b, j] + hw[b, j], G[b, H + j] + hw[b, H + j],
+                                       G[b, 2 * H + j] + hw[b, 2 * H + j], cp[b, j], wp[0, j], wp[1, j], one)
+            o, c[b, j], tc[b, j], m[b, j] = _math.unit_state(i, f, g, G[b, 3 * H + j] + hw[b, 3 * H + j], cp[b, j],
+                                                             wp[2, j], act, one, zero)
+            h[b, j] = m[b, j]
+            G[b, j], G[b, H + j], G[b, 2 * H + j], G[b, 3 * H + j] = i, f, g, o
+            dG[b, j], dG[b, H + j], dG[b, 2 * H + j], dG[b, 3 * H + j], dc[b, j] = _math.unit_backward(
+                dm[b, j], dc[b, j], i, f, g, o, cp[b, j], tc[b, j], wp[0, j], wp[1, j], wp[2, j], act, one, zero)
 
-            def rows(n):                        # two equal rows
-                a = (3 * rng.standard_normal(n)).astype(dtype)
-                return np.stack([a, a])
-            G, hw, cp, wp, dc0, dm = rows(4 * H), rows(4 * H), rows(H), rows(3 * H)[0].reshape(3, H), rows(H), rows(H)
-            G[:, :4] = [30, -np.inf, np.inf, np.nan]
-            lengths = np.ones(2, np.int64)
-            got = []
-            for B in (1, 2):
-                out = [np.full((B, H), 7, dtype) for _ in range(4)]
-                Gb = G[:B].copy()
-                cpu.cell_forward(Gb, *out, hw[:B].copy(), cp[:B].copy(), wp, lengths[:B], 0, act)
-                dG, dc = np.full((B, 4 * H), 7, dtype), dc0[:B].copy()
-                cpu.cell_backward(dG, dc, dm[:B].copy(), Gb, cp[:B].copy(), out[1], wp, lengths[:B], 0, act)
-                got.append([a[0] for a in (Gb, *out, dG, dc)])
-            for name, one, two in zip(("G", "c", "tc", "m", "h", "dG", "dc_prev"), *got):
-                np.testing.assert_array_equal(one, two, err_msg=f"{name}, H={H}, act={act}")
-            assert np.isfinite(got[0][1][4:]).all()
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pointwise_step_gives_the_bits_of_the_unit_functions(dtype):
+    """cpu.cell_forward and cell_backward (each row by cpu._cell_forward_row / _cell_backward_row: float32 units in
+    explicit vectors, kernels/_vec.py, the rest one by one) equal bit for bit _math's unit functions called unit by
+    unit, for H with and without a partial last vector, B = 1 and 3, both activations, peepholes, and inputs that
+    saturate (+-30, +-inf) or are nan. Fails if a vector operation differs from _math's by an operation's order or a
+    fused multiply-add (mutations tried: mul + add in tanh's denominator or in c_t, another product order in dai)."""
+    for H in (1, 5, 16, 17, 32, 40, 64, 100):
+        for B, act in ((1, 0), (1, 1), (3, 0)):
+            rng = np.random.default_rng(10 * H + B + act)
+            r = lambda *shape: (3 * rng.standard_normal(shape)).astype(dtype)   # noqa: E731
+            G, hw, cp, wp, dc, dm = r(B, 4 * H), r(B, 4 * H), r(B, H), r(3, H), r(B, H), r(B, H)
+            G[0, :4] = [30, -np.inf, np.inf, np.nan]
+            want = [G.copy(), *(np.full((B, H), 7, dtype) for _ in range(4)), np.full((B, 4 * H), 7, dtype),
+                    dc.copy()]
+            _per_unit_step(*want[:5], hw, cp, wp, want[5], want[6], dm, act)
+            got = [G.copy(), *(np.full((B, H), 7, dtype) for _ in range(4)), np.full((B, 4 * H), 7, dtype),
+                   dc.copy()]
+            lengths = np.ones(B, np.int64)
+            cpu.cell_forward(*got[:5], hw, cp, wp, lengths, 0, act)
+            cpu.cell_backward(got[5], got[6], dm, got[0], cp, got[2], wp, lengths, 0, act)
+            for name, a, b in zip(("G", "c", "tc", "m", "h", "dG", "dc_prev"), got, want):
+                np.testing.assert_array_equal(a, b, err_msg=f"{name}, B={B}, H={H}, act={act}")
+            assert np.isfinite(got[1][:, 4:]).all()
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -32,44 +32,33 @@ _unit_backward = _math.unit_backward
 @_jit
 def cell_forward(G, c, tc, m, h, hw, c_prev, wp, lengths, t, act):
     """Pointwise step: G (B, 4H) pre-activations minus h@w_hh^T (= hw) in, activations out; writes c, act(c), m, h."""
-    # Two loops a row: the gates i, f, g of every unit (independent of each other), then c, o, act(c), m. One loop
-    # doing a whole unit at a time waited on each unit's chain of activations: 2.8-4.0 against 2.5-3.8 ns a unit from
-    # B, H = 4, 64 to 64, 512 (measured; at B, H = 2, 32: 5.5 against 5.2-6.3, within the noise).
     B, H = c.shape
     one = G.dtype.type(1.0)
     zero = G.dtype.type(0.0)
-    if B == 1 and t < lengths[0]:
-        _cell_forward_row(_flat(G), 0, _flat(c), 0, _flat(tc), 0, _flat(m), 0, _flat(h), 0, _flat(hw), 0,
-                          _flat(c_prev), 0, _flat(wp), act, one, zero)
-        return
-    pi, pf, po = wp[0], wp[1], wp[2]
+    Gf, cf, tcf, mf, hf, hwf, cpf, wpf = _flat(G), _flat(c), _flat(tc), _flat(m), _flat(h), _flat(hw), _flat(c_prev), \
+        _flat(wp)
     for b in range(B):
-        cp, cb, tcb, mb, hb = c_prev[b], c[b], tc[b], m[b], h[b]
-        if t >= lengths[b]:                     # finished: the cell state is carried, m (hence y) is zero
-            for j in range(H):
-                cb[j] = cp[j]
-                tcb[j] = zero
-                mb[j] = zero
+        if t < lengths[b]:
+            _cell_forward_row(Gf, b * 4 * H, cf, b * H, tcf, b * H, mf, b * H, hf, b * H, hwf, b * 4 * H, cpf, b * H,
+                              wpf, act, one, zero)
             continue
-        gi, gf, gg, go = G[b, :H], G[b, H:2 * H], G[b, 2 * H:3 * H], G[b, 3 * H:]       # (H,) views
-        ri, rf, rg, ro = hw[b, :H], hw[b, H:2 * H], hw[b, 2 * H:3 * H], hw[b, 3 * H:]
-        for j in range(H):
-            gi[j], gf[j], gg[j] = _unit_gates(gi[j] + ri[j], gf[j] + rf[j], gg[j] + rg[j], cp[j], pi[j], pf[j], one)
-        for j in range(H):
-            go[j], cb[j], tcb[j], mb[j] = _unit_state(gi[j], gf[j], gg[j], go[j] + ro[j], cp[j], po[j], act, one,
-                                                      zero)
-            hb[j] = mb[j]
+        cp, cb, tcb, mb = c_prev[b], c[b], tc[b], m[b]
+        for j in range(H):                      # finished: the cell state is carried, m (hence y) is zero
+            cb[j] = cp[j]
+            tcb[j] = zero
+            mb[j] = zero
 
 
 @_jit
 def _cell_forward_row(g, go, c, co, tc, tco, m, mo, h, ho, r, ro, cp, cpo, wp, act, one, zero):
-    """cell_forward of one running row (B = 1) on flat (1-d) arrays from offsets: gate block k of unit j at
-    g[go + k H + j], its recurrent part at r[ro + k H + j]; c_t, act(c_t), m, h and c_{t-1} at c[co + j], tc[tco + j],
-    m[mo + j], h[ho + j], cp[cpo + j]; wp flat (3H); the same numbers as cell_forward.
-    Why so: flat arrays that the time loop flattened once, because views of a step's rows (C[t, b], ...) cost ~90 ns
+    """The pointwise step of one running row on flat (1-d) arrays from offsets (cell_forward's rows; at B = 1 the time
+    loop calls it directly): gate block k of unit j at g[go + k H + j], its recurrent part at r[ro + k H + j]; c_t,
+    act(c_t), m, h and c_{t-1} at c[co + j], tc[tco + j], m[mo + j], h[ho + j], cp[cpo + j]; wp flat (3H).
+    Why so: flat arrays that the time loop flattens once, because views of a step's rows (C[t, b], ...) cost ~90 ns
     a step in reference counts (a trivial step: 111 against 22 ns); float32 units in explicit vectors (_vec.forward_row,
     whose comment says why), the rest (float64, units past the last whole vector) here, with unsigned indices (no
-    negative-index wraparound)."""
+    negative-index wraparound). All rows of B > 1 this way against the per-unit loops over views: forward 2-6 % faster
+    at (100, 16, 64, 64) and (100, 32, 128, 128), backward within 1 % (measured)."""
     H = wp.shape[0] // 3
     done = _vec.forward_row(g, go, r, ro, cp, cpo, wp, H, c, co, tc, tco, m, mo, h, ho, act)
     H, done = np.uint64(H), np.uint64(done)
@@ -90,7 +79,8 @@ def _cell_forward_row(g, go, c, co, tc, tco, m, mo, h, ho, r, ro, cp, cpo, wp, a
 
 @_jit
 def _cell_backward_row(dg, dgo, dc, dco, dm, dmo, g, go, cp, cpo, tc, tco, wp, act, one, zero):
-    """cell_backward of one running row on flat arrays from offsets, as _cell_forward_row: dL/dm_t at dm[dmo + j],
+    """The pointwise step backward of one running row on flat arrays from offsets (cell_backward's rows; at B = 1
+    the time loop calls it directly), as _cell_forward_row: dL/dm_t at dm[dmo + j],
     dL/dc_t at dc[dco + j] (replaced by dL/dc_{t-1}), gate block k of unit j at g[go + k H + j], c_{t-1} at
     cp[cpo + j], act(c_t) at tc[tco + j]; writes dg[dgo + k H + j]. float32 in vectors (_vec.backward_row)."""
     H = wp.shape[0] // 3
@@ -118,21 +108,13 @@ def cell_backward(dG, dc, dm, G, c_prev, tc, wp, lengths, t, act):
     B, H = dc.shape
     one = G.dtype.type(1.0)
     zero = G.dtype.type(0.0)
-    if B == 1 and t < lengths[0]:
-        _cell_backward_row(_flat(dG), 0, _flat(dc), 0, _flat(dm), 0, _flat(G), 0, _flat(c_prev), 0, _flat(tc), 0,
-                           _flat(wp), act, one, zero)
-        return
-    pi, pf, po = wp[0], wp[1], wp[2]
+    dGf, dcf, dmf, Gf, cpf, tcf, wpf = _flat(dG), _flat(dc), _flat(dm), _flat(G), _flat(c_prev), _flat(tc), _flat(wp)
     for b in range(B):
-        if t >= lengths[b]:                     # finished: no gate gradient, dL/dc passes through
+        if t < lengths[b]:
+            _cell_backward_row(dGf, b * 4 * H, dcf, b * H, dmf, b * H, Gf, b * 4 * H, cpf, b * H, tcf, b * H, wpf, act,
+                               one, zero)
+        else:                                   # finished: no gate gradient, dL/dc passes through
             dG[b, :] = zero
-            continue
-        gi, gf, gg, go = G[b, :H], G[b, H:2 * H], G[b, 2 * H:3 * H], G[b, 3 * H:]       # (H,) views
-        di, df, dg, do = dG[b, :H], dG[b, H:2 * H], dG[b, 2 * H:3 * H], dG[b, 3 * H:]
-        dcb, dmb, cp, tcb = dc[b], dm[b], c_prev[b], tc[b]
-        for j in range(H):
-            di[j], df[j], dg[j], do[j], dcb[j] = _unit_backward(
-                dmb[j], dcb[j], gi[j], gf[j], gg[j], go[j], cp[j], tcb[j], pi[j], pf[j], po[j], act, one, zero)
 
 
 @_jit

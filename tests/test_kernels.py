@@ -293,17 +293,17 @@ def test_layers_from_the_threshold_on_split():
 
 def test_time_chunks_beside_products_match_reference():
     """A layer whose batch rows are not split (B = 1, or little work a step) runs in K time chunks on two of numba's
-    threads (_overlap_chunks: K = min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS, the products' work // OVERLAP_MIN_WORK)):
+    threads (_overlap_chunks: K = min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS) from OVERLAP_MIN_STEP_WORK a step on):
     chunk c's loop beside the next chunk's input products (forward) or weight gradients (backward). Given K chunks,
     uneven ones, peepholes, a projection, variable lengths (at B = 1 too) and both dtypes give the reference's outputs
     and gradients, and the no-tape forward equals the taped one bit for bit; and a layer of enough work chooses them
     itself. With one numba thread there are no chunks (the forced ones then run one after the other)."""
     one = numba.get_num_threads() < 2
-    big, steps, work = 1 << 40, cpu.OVERLAP_MIN_STEPS, cpu.OVERLAP_MIN_WORK
+    big, steps, work = 1 << 40, cpu.OVERLAP_MIN_STEPS, cpu.OVERLAP_MIN_STEP_WORK
     assert cpu._overlap_chunks(1, 1000, big) == (1 if one else cpu.OVERLAP_CHUNKS)
     assert cpu._overlap_chunks(1, 3 * steps + 1, big) == (1 if one else 3)
-    assert cpu._overlap_chunks(1, 1000, 3 * work + 1) == (1 if one else 3)
-    assert cpu._overlap_chunks(1, 2 * steps - 1, big) == 1 and cpu._overlap_chunks(1, 1000, 2 * work - 1) == 1
+    assert cpu._overlap_chunks(1, 1000, 1000 * work) == (1 if one else cpu.OVERLAP_CHUNKS)
+    assert cpu._overlap_chunks(1, 2 * steps - 1, big) == 1 and cpu._overlap_chunks(1, 1000, 1000 * work - 1) == 1
     assert cpu._overlap_chunks(2, 1000, big) == 1
     cases = [((37, 1, 5, 8), np.float64, {}), ((100, 1, 16, 32), np.float32, {}),
              ((53, 3, 4, 6), np.float64, dict(peephole=True, proj=True, lengths=True)),
@@ -322,7 +322,7 @@ def test_time_chunks_beside_products_match_reference():
         for name in ("y", "h_n", "c_n"):
             np.testing.assert_array_equal(untaped[name], taped[name], err_msg=name)
     # enough work: lstm_forward and lstm_backward choose time chunks themselves
-    T, B, I, H = 300, 1, 16, 32
+    T, B, I, H = 300, 1, 64, 64
     assert (cpu._overlap_chunks(1, T, T * 4 * H * I) > 1) == (not one)
     assert (cpu._overlap_chunks(1, T, T * 4 * H * (2 * I + H)) > 1) == (not one)
     _check_layer("cpu", (T, B, I, H), np.float32, "tanh", dict(peephole=True, lengths=[250]), 7)

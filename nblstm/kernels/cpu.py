@@ -163,16 +163,18 @@ def peephole_grads(dwp, dG, C, c0):
 # 1232 -> 845 us, the backward kernel 663 -> 371 us (measured); the weight gradients are then summed chunk by chunk
 # (other rounding than one GEMM). The two parallel functions took the cold compile of a first f+b from 30 to 41 s;
 # merging all parallel functions into one per direction did not shorten it (46 s, measured). A chunk needs at least
-# OVERLAP_MIN_STEPS steps and OVERLAP_MIN_WORK multiply-adds of those products, or a parallel region (~1.5 us) costs
-# more than it hides. Kernel us at B = 1, I = H = 32, forward and backward alternating as in training (a forward
-# right after a chunked backward ran ~6 us slower unchunked than chunked, measured), (K forward, K backward):
-# T = 64: (1, 1) 70.0, (2, 2) 69.8, (4, 4) 72.2; T = 100: (1, 4) 102.9-108.9, (2, 3) 99.1-102.5, (3, 4) 100.0-102.8,
-# (3, 6) 102.3; T = 200: (3, 4) 172.7, (4, 6) 173.7, (8, 8) 180.3; T = 1000: (4, 8) 763.0, (8, 8) 764.7.
+# OVERLAP_MIN_STEPS steps, and the products at least OVERLAP_MIN_STEP_WORK multiply-adds a step: a parallel region
+# costs ~1.5 us, and a time loop runs 5-19 % slower inside one (the other thread spinning), which small products do
+# not pay back. Kernels' f+b in us at B = 1, forward and backward alternating as in training, (K forward, K backward),
+# with the vector pointwise step (products a step: forward 4H I, backward 4H (2I + H)): (100,1,32,32) (1, 1) 78.7,
+# (2, 2) 83.1, (3, 3) 92.0; (1000,1,32,32) (1, 1) 584, (4, 4) 608, (8, 8) 616; (200,1,48,48) (1, 1) 271, (3, 1) 275,
+# (1, 3) 241, (3, 3) 235; (200,1,64,32) (1, 1) 192, (1, 3) 164; (400,1,64,32) (1, 1) 315, (1, 4) 290;
+# (500,1,64,64) (1, 1) 933, (8, 8) 751 (medians of 5 alternating blocks, measured).
 SPLIT_MIN_WORK = 1 << 15
 GEMM_SPLIT_MIN = 1 << 22
 OVERLAP_CHUNKS = 8
 OVERLAP_MIN_STEPS = 32
-OVERLAP_MIN_WORK = 1 << 17
+OVERLAP_MIN_STEP_WORK = 1 << 14
 
 
 @_jit
@@ -202,11 +204,13 @@ def _gemm_split_count(n, R, N, K):
 def _overlap_chunks(n, T, work):
     """Time chunks for a layer whose batch rows are not split (n = 1): chunk c's time loop on one of numba's threads
     beside the input products (forward) or weight gradients (backward) of the chunk after it on another; `work` is
-    the multiply-adds of those products over all T steps. min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS, work //
-    OVERLAP_MIN_WORK), or 1 (no chunks) with one thread, n > 1, or fewer steps or less work."""
+    the multiply-adds of those products over all T steps. min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS) from
+    OVERLAP_MIN_STEP_WORK multiply-adds a step on, else 1 (no chunks); 1 with one thread or n > 1."""
     if n > 1 or _blas.numba_threads() < 2:
         return 1
-    return max(1, min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS, work // OVERLAP_MIN_WORK))
+    if work < T * OVERLAP_MIN_STEP_WORK:
+        return 1
+    return max(1, min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS))
 
 
 @_jit

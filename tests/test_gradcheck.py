@@ -58,7 +58,7 @@ def test_time_chunked_gradients_match_finite_differences():
     """A B = 1 layer with enough work runs its backward in time chunks on two of numba's threads (cpu.py,
     _overlap_chunks): its gradients, peepholes and a projection included, against central differences."""
     from nblstm.kernels import cpu
-    T, I, H, P = 70, 64, 32, 16
+    T, I, H, P = 120, 64, 32, 16
     lstm = nblstm.LSTM(I, H, proj_size=P, peephole=True, dtype=np.float64, seed=0, forget_bias=1.0)
     work = T * (4 * H * (2 * I + P) + P * H)    # lstm_backward's weight-gradient and dx products
     assert cpu._split_count(1, H, P) == 1

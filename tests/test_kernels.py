@@ -218,7 +218,8 @@ def test_gemm_columns_round_alike_in_every_block_width(dtype):
     of one row in two panels at once (2 NV vectors): an element of C is still one chain over k, so its bits do not
     depend on how many columns or rows are computed beside it. Each product here (both layouts of B, overwriting and
     adding into C) equals, column for column, the same columns inside a product with columns added to the right
-    (computed in whole panels) and, row for row, the same row inside a product of 7 rows."""
+    (computed in whole panels) and, row for row, the same row inside a product of 7 rows; so does gemm_row's one row
+    (the time loops' product at batch 1: _row for whole vectors, 1 to 2 NV of them past the pairs of panels)."""
     nr = _gemm.panel_cols(np.dtype(dtype).itemsize)
     for n in sorted({1, 5, nr // 4, nr // 4 + 1, nr // 2, nr // 2 + 3, nr, nr + 1, 2 * nr - 3, 2 * nr, 3 * nr + 5}):
         for k in (1, 37, 600):
@@ -240,6 +241,10 @@ def test_gemm_columns_round_alike_in_every_block_width(dtype):
                         c = c0[:m, :n].copy()
                         _gemm.gemm_packed(m, n, k, a, 0, k, 1, _gemm.packed(b[:, :n], False), 0.0, c, 0, n)
                         np.testing.assert_array_equal(c, full[:m, :n], err_msg=f"packed m={m}, n={n}, k={k}")
+                    if beta == 0.0 and m == 1:          # one row flat (a step at batch 1): _row, or gemm_packed
+                        c = c0[0, :n].copy()
+                        _gemm.gemm_row(n, k, a[0], 0, _gemm.packed(b[:, :n], False), c, 0)
+                        np.testing.assert_array_equal(c, full[0, :n], err_msg=f"gemm_row n={n}, k={k}")
                 testing.assert_close(full, a.astype(np.float64) @ b.astype(np.float64)
                                      + beta * c0.astype(np.float64), dtype, "C")
 
@@ -293,17 +298,17 @@ def test_layers_from_the_threshold_on_split():
 
 def test_time_chunks_beside_products_match_reference():
     """A layer whose batch rows are not split (B = 1, or little work a step) runs in K time chunks on two of numba's
-    threads (_overlap_chunks: K = min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS) from OVERLAP_MIN_STEP_WORK a step on):
+    threads (_overlap_chunks: K = min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS, the products' work // OVERLAP_MIN_WORK)):
     chunk c's loop beside the next chunk's input products (forward) or weight gradients (backward). Given K chunks,
     uneven ones, peepholes, a projection, variable lengths (at B = 1 too) and both dtypes give the reference's outputs
     and gradients, and the no-tape forward equals the taped one bit for bit; and a layer of enough work chooses them
     itself. With one numba thread there are no chunks (the forced ones then run one after the other)."""
     one = numba.get_num_threads() < 2
-    big, steps, work = 1 << 40, cpu.OVERLAP_MIN_STEPS, cpu.OVERLAP_MIN_STEP_WORK
+    big, steps, work = 1 << 40, cpu.OVERLAP_MIN_STEPS, cpu.OVERLAP_MIN_WORK
     assert cpu._overlap_chunks(1, 1000, big) == (1 if one else cpu.OVERLAP_CHUNKS)
     assert cpu._overlap_chunks(1, 3 * steps + 1, big) == (1 if one else 3)
-    assert cpu._overlap_chunks(1, 1000, 1000 * work) == (1 if one else cpu.OVERLAP_CHUNKS)
-    assert cpu._overlap_chunks(1, 2 * steps - 1, big) == 1 and cpu._overlap_chunks(1, 1000, 1000 * work - 1) == 1
+    assert cpu._overlap_chunks(1, 1000, 3 * work + 1) == (1 if one else 3)
+    assert cpu._overlap_chunks(1, 2 * steps - 1, big) == 1 and cpu._overlap_chunks(1, 1000, 2 * work - 1) == 1
     assert cpu._overlap_chunks(2, 1000, big) == 1
     cases = [((37, 1, 5, 8), np.float64, {}), ((100, 1, 16, 32), np.float32, {}),
              ((53, 3, 4, 6), np.float64, dict(peephole=True, proj=True, lengths=True)),
@@ -322,7 +327,7 @@ def test_time_chunks_beside_products_match_reference():
         for name in ("y", "h_n", "c_n"):
             np.testing.assert_array_equal(untaped[name], taped[name], err_msg=name)
     # enough work: lstm_forward and lstm_backward choose time chunks themselves
-    T, B, I, H = 300, 1, 64, 64
+    T, B, I, H = 300, 1, 64, 32
     assert (cpu._overlap_chunks(1, T, T * 4 * H * I) > 1) == (not one)
     assert (cpu._overlap_chunks(1, T, T * 4 * H * (2 * I + H)) > 1) == (not one)
     _check_layer("cpu", (T, B, I, H), np.float32, "tanh", dict(peephole=True, lengths=[250]), 7)

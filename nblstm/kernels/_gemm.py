@@ -192,6 +192,53 @@ def _emit_block(context, builder, sig, args, R, V):
 
 
 @intrinsic
+def _row(typingctx, a, ia, p, K, N, c, ic):
+    """c[ic + j] = sum_k a[ia + k] P[k, j] for j < N, a multiple of the vector lanes L: one row against op(B) packed
+    whole (`packed`: panel q's (k, j) at p[(q K + k) NR + j]), two panels (2 NV vectors) at a time, then the vectors
+    left, each element one chain of fused multiply-adds from zero over k in order, as _block's (the same bits). Code
+    of its own, small enough to be compiled into the time loops that call it for every step (gemm_row)."""
+    if not (a.dtype == p.dtype == c.dtype and a.dtype in (types.float32, types.float64)):
+        return None
+    sig = types.void(a, ia, p, K, N, c, ic)
+
+    def codegen(context, builder, sig, args):
+        fty, vty, L, fma, (A, P, C), broadcast, _ = _setup(context, builder, sig, args, (0, 2, 5), 0)
+        ia_, K_, N_, ic_ = (context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 3, 4, 6))
+        i64, vptr = ir.IntType(64), vty.as_pointer()
+        NR, panel = NV * L, builder.mul(K_, ir.Constant(i64, NV * L))      # a panel's elements: K NR
+        nv = builder.sdiv(N_, ir.Constant(i64, L))
+        pairs = builder.sdiv(nv, ir.Constant(i64, 2 * NV))
+
+        def emit(V, q0):                    # V vectors from panel q0 on: columns q0 NR .. q0 NR + V L - 1
+            zero = ir.Constant(vty, [0.0] * L)
+            acc = [cgutils.alloca_once_value(builder, zero) for _ in range(V)]
+            base = builder.mul(q0, panel)
+            lanes = [builder.add(base, builder.add(builder.mul(panel, ir.Constant(i64, v // NV)),
+                                                   ir.Constant(i64, v % NV * L))) for v in range(V)]
+            with cgutils.for_range(builder, K_) as loop:
+                k = loop.index
+                xv = broadcast(builder.load(builder.gep(A, [builder.add(ia_, k)])))
+                pk = builder.mul(k, ir.Constant(i64, NR))
+                for v in range(V):
+                    pv = builder.load(builder.bitcast(builder.gep(P, [builder.add(pk, lanes[v])]), vptr), align=1)
+                    builder.store(builder.call(fma, [xv, pv, builder.load(acc[v])]), acc[v])
+            c0 = builder.add(ic_, builder.mul(q0, ir.Constant(i64, NR)))
+            for v in range(V):
+                dst = builder.bitcast(builder.gep(C, [builder.add(c0, ir.Constant(i64, v * L))]), vptr)
+                builder.store(builder.load(acc[v]), dst, align=1)
+
+        with cgutils.for_range(builder, pairs) as loop:
+            emit(2 * NV, builder.mul(loop.index, ir.Constant(i64, 2)))
+        left = builder.sub(nv, builder.mul(pairs, ir.Constant(i64, 2 * NV)))
+        q_left = builder.mul(pairs, ir.Constant(i64, 2))
+        with builder.if_then(builder.icmp_signed(">", left, ir.Constant(i64, 0))):
+            _switch(builder, left, range(1, 2 * NV), lambda V: emit(V, q_left))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def _tblock(typingctx, cols, a, ia, lda, b, ib, sbk, sbj, K, c, ic, ldc, beta):
     """C[r, j] (+)= sum_k A[k, r] B[k, j] for r < NV L (NV whole vectors), j < cols (1 .. MR): A's element (k, r)
     at flat index ia + k lda + r of a (its rows are C's columns: loaded as vectors, no packing), B's (k, j) at
@@ -428,6 +475,17 @@ def gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
         _gemm_s(*args)
     else:
         _gemm_d(*args)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def gemm_row(N, K, a, ia, p, c, ic):
+    """c[ic:ic + N] = a[ia:ia + K] @ op(B) (K x N, packed whole by `packed`), all flat (1-d) arrays of one float
+    dtype: gemm_packed for one row (the same bits), by _row when N fills whole vectors (a step's product at batch 1:
+    no call of the external product, ~40-70 ns a step, measured), else by gemm_packed."""
+    if N % (panel_cols(c.itemsize) // NV) == 0:
+        _row(a, ia, p, K, N, c, ic)
+    else:
+        gemm_packed(1, N, K, a, ia, K, 1, p, 0, c, ic, N)
 
 
 @_jit

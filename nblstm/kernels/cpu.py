@@ -163,18 +163,18 @@ def peephole_grads(dwp, dG, C, c0):
 # 1232 -> 845 us, the backward kernel 663 -> 371 us (measured); the weight gradients are then summed chunk by chunk
 # (other rounding than one GEMM). The two parallel functions took the cold compile of a first f+b from 30 to 41 s;
 # merging all parallel functions into one per direction did not shorten it (46 s, measured). A chunk needs at least
-# OVERLAP_MIN_STEPS steps, and the products at least OVERLAP_MIN_STEP_WORK multiply-adds a step: a parallel region
-# costs ~1.5 us, and a time loop runs 5-19 % slower inside one (the other thread spinning), which small products do
-# not pay back. Kernels' f+b in us at B = 1, forward and backward alternating as in training, (K forward, K backward),
-# with the vector pointwise step (products a step: forward 4H I, backward 4H (2I + H)): (100,1,32,32) (1, 1) 78.7,
-# (2, 2) 83.1, (3, 3) 92.0; (1000,1,32,32) (1, 1) 584, (4, 4) 608, (8, 8) 616; (200,1,48,48) (1, 1) 271, (3, 1) 275,
-# (1, 3) 241, (3, 3) 235; (200,1,64,32) (1, 1) 192, (1, 3) 164; (400,1,64,32) (1, 1) 315, (1, 4) 290;
-# (500,1,64,64) (1, 1) 933, (8, 8) 751 (medians of 5 alternating blocks, measured).
+# OVERLAP_MIN_STEPS steps and OVERLAP_MIN_WORK multiply-adds of those products, or a parallel region (~1.5 us, and a
+# time loop 5-19 % slower inside one, the other thread spinning) costs more than it hides. Kernels' f+b in us at
+# B = 1, forward and backward alternating as in training, (K forward, K backward), with the vector pointwise step and
+# the one-row product (gemm_row), medians of 5 alternating blocks: (100,1,32,32) (1, 1) 78.7 / 88.6, (3, 3) 92.0 /
+# 97.2, (2, 2) 83.1; (100,1,64,64) (1, 1) 200.7 / 207.5 / 246.6 / 245.1, (1, 3) 171.2, (3, 3) 169.0 / 193.5 /
+# 215.2 / 218.4; (1000,1,32,32) (1, 1) 552.0 / 598.9 / 678.9 / 686.2, (8, 8) 413.1 / 479.4 / 725.6 / 515.9, (3, 8)
+# 708.5 against (1, 1) 654.9 (the VM's second core is at times much slower: then any split loses).
 SPLIT_MIN_WORK = 1 << 15
 GEMM_SPLIT_MIN = 1 << 22
 OVERLAP_CHUNKS = 8
 OVERLAP_MIN_STEPS = 32
-OVERLAP_MIN_STEP_WORK = 1 << 14
+OVERLAP_MIN_WORK = 1 << 20
 
 
 @_jit
@@ -204,13 +204,11 @@ def _gemm_split_count(n, R, N, K):
 def _overlap_chunks(n, T, work):
     """Time chunks for a layer whose batch rows are not split (n = 1): chunk c's time loop on one of numba's threads
     beside the input products (forward) or weight gradients (backward) of the chunk after it on another; `work` is
-    the multiply-adds of those products over all T steps. min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS) from
-    OVERLAP_MIN_STEP_WORK multiply-adds a step on, else 1 (no chunks); 1 with one thread or n > 1."""
+    the multiply-adds of those products over all T steps. min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS, work //
+    OVERLAP_MIN_WORK), or 1 (no chunks) with one thread, n > 1, or fewer steps or less work."""
     if n > 1 or _blas.numba_threads() < 2:
         return 1
-    if work < T * OVERLAP_MIN_STEP_WORK:
-        return 1
-    return max(1, min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS))
+    return max(1, min(OVERLAP_CHUNKS, T // OVERLAP_MIN_STEPS, work // OVERLAP_MIN_WORK))
 
 
 @_jit
@@ -249,7 +247,10 @@ def _forward_rows(b0, b1, t0, t1, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, 
     c0f, wpf = _flat(c0), _flat(wp)
     for t in range(t0, t1):
         # recurrent product h_{t-1} @ w_hh^T of these rows
-        _gemm.gemm_packed(b1 - b0, H4, P, h_n, b0 * P, P, 1, w_rec, 0, hw, b0 * H4, H4)
+        if b1 - b0 == 1:
+            _gemm.gemm_row(H4, P, hf, b0 * P, w_rec, hwf, b0 * H4)
+        else:
+            _gemm.gemm_packed(b1 - b0, H4, P, h_n, b0 * P, P, 1, w_rec, 0, hw, b0 * H4, H4)
         if one_row and t < lengths[b0]:         # one running row: flat arrays and offsets, no views a step
             cp, cpo = (c0f, b0 * H) if t == 0 else (Cf, ((t - 1) % nC * B + b0) * H)
             _cell_forward_row(Gf, (t * B + b0) * H4, Cf, (t % nC * B + b0) * H, TCf, (t % nT * B + b0) * H, yf,
@@ -360,7 +361,7 @@ def _backward_rows(b0, b1, t0, t1, dh0, dc0, dG, dH, dm, dhw, dy, c0, w_pk, wp, 
             cp, cpo = (c0f, b0 * H) if t == 0 else (Cf, ((t - 1) * B + b0) * H)
             _cell_backward_row(dGf, go, dcf, b0 * H, dhf, b0 * P, Gf, go, cp, cpo, TCf, (t * B + b0) * H, wpf, act,
                                one, zero)
-            _gemm.gemm_packed(1, P, H4, dG, go, H4, 1, w_pk, 0, dh0, b0 * P, P)    # dL/dh_{t-1} = dG_t @ w_hh
+            _gemm.gemm_row(P, H4, dGf, go, w_pk, dhf, b0 * P)       # dL/dh_{t-1} = dG_t @ w_hh
             continue
         copy_running_rows(dh, dy[t, b0:b1], lens, t, True)
         c_prev = c0[b0:b1] if t == 0 else C[t - 1, b0:b1]

@@ -300,7 +300,7 @@ def pack(b, ib, ldb, trans_b, K, N, out, io, nr):
     """op(B) (K x N) into panels of nr columns from flat offset io of out: panel q holds columns q nr .. q nr + nr - 1,
     its element (k, j) at io + (q K + k) nr + j, zeros past column N. B is stored from flat offset ib of the
     C-contiguous array b with row stride ldb, as K x N, or as N x K when trans_b; b and out flat (1-d). _gemm_packed
-    reads panels of NR = panel_cols(itemsize) columns, _tblock groups of MR. Copies by slices, and (op(B) = B^T) along
+    reads panels of NR = panel_cols(itemsize) columns. Copies by slices, and (op(B) = B^T) along
     B's rows with unsigned indices: element-wise signed indexing (numba's negative-index wraparound) kept the loops
     scalar, 2-6x slower (512 x 2048: 3.6 -> 1.0-1.4 ms; 512 x 512: 1.08 -> 0.17 ms; B^T 512 x 512: 0.48 -> 0.18 ms,
     measured), which gemm pays every call and KC block."""
@@ -319,7 +319,7 @@ def pack(b, ib, ldb, trans_b, K, N, out, io, nr):
                 src = ib + k * ldb + n0
                 if w >= 16:
                     out[dst:dst + w] = b[src:src + w]
-                else:                           # a few columns (_tblock's groups of MR): a slice costs more
+                else:                           # a few columns (a last panel): a slice costs more
                     for j in range(w):
                         out[np.uint64(dst + j)] = b[np.uint64(src + j)]
             for j in range(w, nr):
@@ -374,15 +374,16 @@ def _gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
         strip = panel_cols(c.itemsize)
         full = m // strip * strip
         groups = -(-n // MR)
-        bt = np.empty(min(k, KT) * groups * MR if full > 0 else 0, c.dtype)
+        # op(B)'s (k, j) at ib + k sbk + j sbj, read in place: packing it in groups of MR columns first cost more
+        # than it saved (one thread, float32, us, packed / in place, bench_gemm.py: t:128x100x32 7.6-10.3 / 7.2-7.4,
+        # t:128x1000x32 51-57 / 45, t:256x3200x7 120-127 / 79-82, t:512x6400x32 1536-1846 / 1596-1874)
+        sbk, sbj = (1, ldb) if trans_b else (ldb, 1)
         for k0 in range(0, k if full > 0 else 0, KT):
             kk, add = min(KT, k - k0), 1 if k0 > 0 or beta != 0 else 0
-            # op(B)'s kk rows in groups of MR columns (panels MR wide), read in order by _tblock
-            pack(b, ib + (k0 if trans_b else k0 * ldb), ldb, trans_b, kk, n, bt, 0, MR)
             for r0 in range(0, full, strip):
                 for g in range(groups):
-                    _tblock(min(MR, n - g * MR), a, ia + k0 * lda + r0, lda, bt, g * kk * MR, MR, 1, kk, c,
-                           ic + r0 * ldc + g * MR, ldc, add)
+                    _tblock(min(MR, n - g * MR), a, ia + k0 * lda + r0, lda, b, ib + k0 * sbk + g * MR * sbj, sbk,
+                            sbj, kk, c, ic + r0 * ldc + g * MR, ldc, add)
         if full == m:
             return
         ia, m, ic = ia + full, m - full, ic + full * ldc

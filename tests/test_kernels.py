@@ -249,6 +249,26 @@ def test_gemm_columns_round_alike_in_every_block_width(dtype):
                                      + beta * c0.astype(np.float64), dtype, "C")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pack_lays_out_panels(dtype):
+    """_gemm.packed: op(w) in panels of NR columns, zeros past the last column, element for element as numpy lays
+    them out, for shapes with and without whole tiles of vector lanes (pack copies B^T by L x L tiles transposed in
+    registers and B's rows by vectors, the rest one by one)."""
+    nr = _gemm.panel_cols(np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(1)
+    for rows, cols in ((128, 32), (37, 70), (64, 64), (5, 3), (100, 17), (300, 129), (16, 2 * nr + 9)):
+        w = rng.standard_normal((rows, cols)).astype(dtype)
+        for trans in (True, False):
+            op = w.T if trans else w
+            K, N = op.shape
+            panels = -(-N // nr)
+            want = np.zeros((panels, K, nr), dtype)
+            for q in range(panels):
+                part = op[:, q * nr:(q + 1) * nr]
+                want[q, :, :part.shape[1]] = part
+            np.testing.assert_array_equal(_gemm.packed(w, trans), want.ravel(), err_msg=f"{w.shape}, trans={trans}")
+
+
 def test_gemm_refuses_other_dtypes_betas_and_short_packing():
     """_gemm's products name what is wrong instead of computing garbage: integer or complex arrays (only the item size
     was checked before: int32 gave zeros), mixed dtypes, a beta other than 0 or 1, a packed array too small for

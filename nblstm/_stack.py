@@ -110,7 +110,7 @@ class _Stacked:
         # arguments checked: the old tape goes before the new one is built (peak memory), its buffers reused
         old, self._tape = self._tape, None
         self._spare = [a for tape in (old[1] if old else ()) for a in self._tape_buffers(tape)]
-        states_n = tuple(self._empty(L * D, B, n) for n in self._state_sizes)
+        states_n = tuple([self._empty(L * D, B, n) for n in self._state_sizes])
         suffixes = self._suffixes
         inp, tapes = x, []
         for layer in range(L):
@@ -143,7 +143,7 @@ class _Stacked:
         x, tapes, masks, lens = self._check_tape()
         T, B = x.shape[:2]
         L, D, P = self.num_layers, self._D, self._P
-        dstates0 = tuple(self._empty(L * D, B, n) for n in self._state_sizes)
+        dstates0 = tuple([self._empty(L * D, B, n) for n in self._state_sizes])
         suffixes = self._suffixes
         dout = dy
         for layer in reversed(range(L)):            # top layer first

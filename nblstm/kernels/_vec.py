@@ -12,6 +12,7 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
 
 from . import _gemm, _math
 
@@ -176,3 +177,23 @@ def backward_row(typingctx, dg, dgo, dc, dco, dm, dmo, g, go, cp, cpo, tc, tco, 
         return _blocks(context, builder, H_, emit)
 
     return sig, codegen
+
+
+@intrinsic
+def flat(typingctx, a):
+    """A C-contiguous array as a 1-d view of the same data (a reference to it, as a.reshape(a.size), without
+    reshape's shape checks: ~22 ns a call, measured; the pointwise step of B > 1 flattens 7-8 arrays a step)."""
+    if not isinstance(a, types.Array) or a.layout != "C":
+        return None
+    out_type = types.Array(a.dtype, 1, "C")
+
+    def codegen(context, builder, sig, args):
+        src = context.make_array(sig.args[0])(context, builder, args[0])
+        out = context.make_array(out_type)(context, builder)
+        populate_array(out, data=src.data, shape=[src.nitems], strides=[src.itemsize], itemsize=src.itemsize,
+                       meminfo=src.meminfo, parent=src.parent)
+        value = out._getvalue()
+        context.nrt.incref(builder, out_type, value)
+        return value
+
+    return out_type(a), codegen

@@ -27,6 +27,7 @@ _jit = numba.njit(cache=True, error_model="numpy")
 _unit_gates = _math.unit_gates
 _unit_state = _math.unit_state
 _unit_backward = _math.unit_backward
+_flat = _vec.flat                               # a (C-contiguous) as a 1-d view
 
 
 @_jit
@@ -94,12 +95,6 @@ def _cell_backward_row(dg, dgo, dc, dco, dm, dmo, g, go, cp, cpo, tc, tco, wp, a
         dg[dgo + j], dg[dgo + H + j], dg[dgo + H2 + j], dg[dgo + H3 + j], dc[dco + j] = _unit_backward(
             dm[dmo + j], dc[dco + j], g[go + j], g[go + H + j], g[go + H2 + j], g[go + H3 + j], cp[cpo + j],
             tc[tco + j], wp[j], wp[H + j], wp[H2 + j], act, one, zero)
-
-
-@_jit
-def _flat(a):
-    """a (C-contiguous) as a 1-d view."""
-    return a.reshape(a.size)
 
 
 @_jit

@@ -11,9 +11,11 @@
 # forward at T, B, I, H = 100, 32, 128, 128, measured); for the same reason the pointwise step's h, unused with a
 # projection, goes to a scratch array rather than to m itself.
 # The LSTM layers' matrix products are nblstm's own (_gemm.gemm, _gemm.gemm_packed: offsets and strides into the
-# arrays, w_hh packed once a call), but for the projection's (w_hr: np.dot); the RNN's go to the BLAS through np.dot.
-# Pointwise loops run over one gate block's row at a time (views gi, gf, gg, go of length H): indexed by the
-# loop counter alone, they vectorize; G[b, 2 * H + j] indexing does not (numba's negative-index wraparound).
+# arrays, w_hh packed once a call; _gemm.gemm_row for a step's one row), but for the projection's (w_hr: np.dot); the
+# RNN's go to the BLAS through np.dot.
+# The pointwise step runs row by row on 1-d views of its arrays, from offsets (_cell_forward_row, _cell_backward_row):
+# float32 units in explicit vectors (_vec.py), the rest in loops with unsigned indices (signed ones keep numba's
+# negative-index wraparound, which stops vectorization).
 import numba
 import numpy as np
 

@@ -103,6 +103,11 @@ def _switched(emit):
     return codegen
 
 
+def _intp_args(context, builder, sig, args, positions):
+    """The integer arguments at `positions` of an intrinsic's call as intp values."""
+    return [context.cast(builder, args[i], sig.args[i], types.intp) for i in positions]
+
+
 def _setup(context, builder, sig, args, arrays, n, nv=NV):
     """What both kernels start with: (LLVM element type, vector type, lanes L, llvm.fma, the data pointers of the
     arguments at positions `arrays`, broadcast(scalar) -> vector, n x nv zeroed accumulators in stack slots, which
@@ -203,7 +208,7 @@ def _row(typingctx, a, ia, p, K, N, c, ic):
 
     def codegen(context, builder, sig, args):
         fty, vty, L, fma, (A, P, C), broadcast, _ = _setup(context, builder, sig, args, (0, 2, 5), 0)
-        ia_, K_, N_, ic_ = (context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 3, 4, 6))
+        ia_, K_, N_, ic_ = _intp_args(context, builder, sig, args, (1, 3, 4, 6))
         i64, vptr = ir.IntType(64), vty.as_pointer()
         NR, panel = NV * L, builder.mul(K_, ir.Constant(i64, NV * L))      # a panel's elements: K NR
         nv = builder.sdiv(N_, ir.Constant(i64, L))
@@ -292,7 +297,7 @@ def _panel_row(typingctx, out, io, b, ib, w):
 
     def codegen(context, builder, sig, args):
         fty, vty, L, _, (O, Bd), _, _ = _setup(context, builder, sig, args, (0, 2), 0)
-        io_, ib_, w_ = (context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 3, 4))
+        io_, ib_, w_ = _intp_args(context, builder, sig, args, (1, 3, 4))
         i64, vptr = ir.IntType(64), vty.as_pointer()
 
         def vec(data, index):
@@ -323,7 +328,7 @@ def _tile_t(typingctx, out, io, ldo, b, ib, ldb):
 
     def codegen(context, builder, sig, args):
         fty, vty, L, _, (O, Bd), _, _ = _setup(context, builder, sig, args, (0, 3), 0)
-        io_, ldo_, ib_, ldb_ = (context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 2, 4, 5))
+        io_, ldo_, ib_, ldb_ = _intp_args(context, builder, sig, args, (1, 2, 4, 5))
         i64, i32, vptr = ir.IntType(64), ir.IntType(32), vty.as_pointer()
 
         def vec(data, start, stride, r):
@@ -361,37 +366,34 @@ def packed_size(K, N, dtype_size):
 
 
 @_jit
-def pack(b, ib, ldb, trans_b, K, N, out, io, nr):
-    """op(B) (K x N) into panels of nr columns from flat offset io of out: panel q holds columns q nr .. q nr + nr - 1,
-    its element (k, j) at io + (q K + k) nr + j, zeros past column N. B is stored from flat offset ib of the
-    C-contiguous array b with row stride ldb, as K x N, or as N x K when trans_b; b and out flat (1-d). _gemm_packed
-    reads panels of NR = panel_cols(itemsize) columns. Copies by slices, and (op(B) = B^T) along
-    B's rows with unsigned indices: element-wise signed indexing (numba's negative-index wraparound) kept the loops
-    scalar, 2-6x slower (512 x 2048: 3.6 -> 1.0-1.4 ms; 512 x 512: 1.08 -> 0.17 ms; B^T 512 x 512: 0.48 -> 0.18 ms,
-    measured), which gemm pays every call and KC block."""
+def pack(b, ib, ldb, trans_b, K, N, out, io):
+    """op(B) (K x N) into panels of NR = panel_cols(itemsize) columns from flat offset io of out, as _gemm_packed and
+    _row read them: panel q holds columns q NR .. q NR + NR - 1, its element (k, j) at io + (q K + k) NR + j, zeros
+    past column N. B is stored from flat offset ib of the C-contiguous array b with row stride ldb, as K x N, or as
+    N x K when trans_b; b and out flat (1-d). B's rows go by vectors (_panel_row, zeros included), B^T by tiles of
+    L x L transposed in registers (_tile_t), its edges one by one with unsigned indices: element-wise signed indexing
+    (numba's negative-index wraparound) kept such loops scalar, 2-6x slower (measured), which gemm pays every call
+    and KC block."""
+    nr = panel_cols(out.itemsize)
+    L = nr // NV
     for q in range(-(-N // nr)):
         n0 = q * nr
         w = min(nr, N - n0)
         base = io + q * K * nr
-        if trans_b:                             # column j of the panel from B's row n0 + j: tiles of L x L,
-            L = nr // NV                        # then the rest one by one
-            jt, kt = (w // L * L, K // L * L) if nr == panel_cols(out.itemsize) else (0, 0)
-            for j0 in range(0, jt, L):
-                for k0 in range(0, kt, L):
-                    _tile_t(out, base + k0 * nr + j0, nr, b, ib + (n0 + j0) * ldb + k0, ldb)
-            for j in range(w):
-                src = ib + (n0 + j) * ldb
-                for k in range(kt if j < jt else 0, K):
-                    out[np.uint64(base + k * nr + j)] = b[np.uint64(src + k)]
+        if not trans_b:
+            for k in range(K):
+                _panel_row(out, base + k * nr, b, ib + k * ldb + n0, w)
+            continue
+        jt, kt = w // L * L, K // L * L         # column j of the panel from B's row n0 + j: whole tiles, then the rest
+        for j0 in range(0, jt, L):
+            for k0 in range(0, kt, L):
+                _tile_t(out, base + k0 * nr + j0, nr, b, ib + (n0 + j0) * ldb + k0, ldb)
+        for j in range(w):
+            src = ib + (n0 + j) * ldb
+            for k in range(kt if j < jt else 0, K):
+                out[np.uint64(base + k * nr + j)] = b[np.uint64(src + k)]
         for k in range(K):
             dst = base + k * nr
-            if not trans_b:
-                if nr == panel_cols(out.itemsize):      # a whole panel row by vectors
-                    _panel_row(out, dst, b, ib + k * ldb + n0, w)
-                    continue
-                src = ib + k * ldb + n0
-                for j in range(w):
-                    out[np.uint64(dst + j)] = b[np.uint64(src + j)]
             for j in range(w, nr):
                 out[np.uint64(dst + j)] = 0
 
@@ -402,7 +404,7 @@ def packed(w, trans):
     w = np.ascontiguousarray(w)
     K, N = (w.shape[1], w.shape[0]) if trans else (w.shape[0], w.shape[1])
     out = np.empty(packed_size(K, N, w.itemsize), w.dtype)
-    pack(w.reshape(w.size), 0, w.shape[1], trans, K, N, out, 0, panel_cols(w.itemsize))
+    pack(w.reshape(w.size), 0, w.shape[1], trans, K, N, out, 0)
     return out
 
 
@@ -461,7 +463,7 @@ def _gemm(trans_a, trans_b, m, n, k, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     buf = np.empty(packed_size(depth, n, c.itemsize), c.dtype)
     for k0 in range(0, k, KC):
         kk = min(KC, k - k0)
-        pack(b, ib + (k0 if trans_b else k0 * ldb), ldb, trans_b, kk, n, buf, 0, panel_cols(c.itemsize))
+        pack(b, ib + (k0 if trans_b else k0 * ldb), ldb, trans_b, kk, n, buf, 0)
         _gemm_packed(m, n, kk, a, ia + k0 * sk, sr, sk, buf, 0, 1 if k0 > 0 or beta != 0 else 0, c, ic, ldc)
 
 

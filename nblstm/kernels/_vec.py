@@ -73,11 +73,6 @@ class _Vec:
         return self.b.select(relu, self.select_gt(a, zero, one, zero), self.fma(self.b.fneg(a), a, one))
 
 
-def _ints(context, builder, sig, args, positions):
-    """The integer arguments at `positions` as intp values."""
-    return [context.cast(builder, args[i], sig.args[i], types.intp) for i in positions]
-
-
 def _blocks(context, builder, H, emit):
     """emit(vec, j) for j = 0, L, 2L, ... below H // L * L (vec: _Vec) -> that count of units, an intp."""
     vec = _Vec(context, builder)
@@ -102,8 +97,8 @@ def forward_row(typingctx, g, go, r, ro, cp, cpo, wp, H, c, co, tc, tco, m, mo, 
             return context.get_constant(types.intp, 0)
         G, R, CP, WP, C, TC, M, Hd = (context.make_array(sig.args[i])(context, builder, args[i]).data
                                       for i in (0, 2, 4, 6, 8, 10, 12, 14))
-        go_, ro_, cpo_, H_, co_, tco_, mo_, ho_, act_ = _ints(context, builder, sig, args,
-                                                              (1, 3, 5, 7, 9, 11, 13, 15, 16))
+        go_, ro_, cpo_, H_, co_, tco_, mo_, ho_, act_ = _gemm._intp_args(context, builder, sig, args,
+                                                                         (1, 3, 5, 7, 9, 11, 13, 15, 16))
         relu = builder.icmp_signed("==", act_, ir.Constant(act_.type, _math.RELU))
         add = builder.add
         H2 = add(H_, H_)
@@ -150,7 +145,8 @@ def backward_row(typingctx, dg, dgo, dc, dco, dm, dmo, g, go, cp, cpo, tc, tco, 
             return context.get_constant(types.intp, 0)
         DG, DC, DM, G, CP, TC, WP = (context.make_array(sig.args[i])(context, builder, args[i]).data
                                      for i in (0, 2, 4, 6, 8, 10, 12))
-        dgo_, dco_, dmo_, go_, cpo_, tco_, H_, act_ = _ints(context, builder, sig, args, (1, 3, 5, 7, 9, 11, 13, 14))
+        dgo_, dco_, dmo_, go_, cpo_, tco_, H_, act_ = _gemm._intp_args(context, builder, sig, args,
+                                                                      (1, 3, 5, 7, 9, 11, 13, 14))
         relu = builder.icmp_signed("==", act_, ir.Constant(act_.type, _math.RELU))
         add, mul, sub = builder.add, builder.fmul, builder.fsub
         H2 = add(H_, H_)

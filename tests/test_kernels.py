@@ -288,6 +288,36 @@ def test_gemm_refuses_other_dtypes_betas_and_short_packing():
     np.testing.assert_array_equal(c, np.full((4, 4), 4.0, np.float32))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_by_step_input_products_match_reference(dtype):
+    """Chunks of FUSED_MIN_ROWS rows or more compute their input products step by step: the layer (uneven chunks,
+    peepholes and a projection, variable lengths) gives the reference's outputs and gradients and, without a projection,
+    the bits of the unsplit layer; the no-tape forward equals the taped one bit for bit and writes G's first step only
+    (the rest keeps its NaNs: the step-by-step path ran)."""
+    rows = cpu.FUSED_MIN_ROWS
+    for B, chunks, variant in ((2 * rows, 2, {}), (3 * rows + 2, 3, dict(peephole=True, proj=True, lengths=True))):
+        shape = (6, B, 5, 7)
+        split = _check_layer("cpu", shape, dtype, "tanh", variant, 40 + B, chunks=(chunks, 1))
+        if not variant:
+            whole = _check_layer("cpu", shape, dtype, "tanh", variant, 40 + B, chunks=(1, 1))
+            for name in split:
+                np.testing.assert_array_equal(split[name], whole[name], err_msg=name)
+        p = _problem(*shape, dtype, 40 + B, **variant)
+        taped = _run_forward("cpu", p, 0, chunks=(chunks, 1))
+        T, _, _, H = shape
+        P = p["w_hh"].shape[1]
+        outs = [np.empty((T, B, P), dtype), np.empty((B, P), dtype), np.empty((B, H), dtype),
+                np.full((T, B, 4 * H), np.nan, dtype), np.empty((2, B, H), dtype), np.empty((1, B, H), dtype),
+                np.empty((1, B, H), dtype), np.empty((B, 4 * H), dtype)]
+        if P == H:
+            outs[6] = outs[0]
+        cpu._lstm_forward_chunks(chunks, 1, *outs, p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"],
+                                 p["b_ih"] + p["b_hh"], p["wp"], p["w_hr"], p["lengths"], 0)
+        for k, name in enumerate(("y", "h_n", "c_n")):
+            np.testing.assert_array_equal(outs[k], taped[name], err_msg=name)
+        assert not np.isnan(outs[3][0]).any() and np.isnan(outs[3][1:]).all()
+
+
 @pytest.mark.parametrize("case", range(7))
 def test_layers_products_match_reference(case):
     """The layer kernels with nblstm's products at the edges of its blocks give the reference's outputs and

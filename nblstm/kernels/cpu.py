@@ -316,8 +316,7 @@ def _forward_overlap(t0, t1, t2, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, l
 
 @_jit
 def lstm_forward(y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_hh, b, wp, w_hr, lengths, act):
-    """One layer over a sequence: writes y (T, B, P), h_n (B, P), c_n (B, H) and the tape G, C, TC, M (C shorter than
-    T: no tape, see the first comment); hw (B, 4H) is scratch."""
+    """One layer over a sequence: writes y (T, B, P), h_n (B, P), c_n (B, H) and the tape G, C, TC, M; hw (B, 4H) is scratch."""
     T, B, I = x.shape
     n = _split_count(B, c0.shape[1], h0.shape[1])
     _lstm_forward_chunks(n, _overlap_chunks(n, T, T * B * G.shape[2] * I), y, h_n, c_n, G, C, TC, M, hw, x, h0, c0,

@@ -121,7 +121,7 @@ class _Stacked:
                 k = layer * D + d
                 xin = inp
                 if d:                               # the reverse direction reads each sequence from its end back
-                    xin = self._empty(*inp.shape)
+                    xin = self._take(*inp.shape)    # (kept in its tape: a dropped tape's buffer, or a new one)
                     backends.copy_steps(xin, inp, reverse=True, lengths=lens)
                 y, tape = self._layer_forward(xin, suffixes[k], tuple([backends.row(a, k) for a in states0]),
                                               tuple([backends.row(a, k) for a in states_n]), keep, lens)
@@ -152,7 +152,7 @@ class _Stacked:
                 k = layer * D + d
                 dyd = dout
                 if D == 2:                          # this direction's part of dL/dy, in its own time order
-                    dyd = self._empty(T, B, P)
+                    dyd = self._scratch("dy_direction", T, B, P)   # read by this direction's backward only
                     backends.copy_steps(dyd, dout, a_col=d * P, n=P, reverse=bool(d), lengths=lens)
                 dx = self._layer_backward(tapes[k], dyd, suffixes[k], tuple([backends.row(a, k) for a in dstates_n]),
                                           tuple([backends.row(a, k) for a in dstates0]))

@@ -114,3 +114,28 @@ def test_bench_all_without_torch_checks_against_the_reference(tmp_path):
     assert "torch is not installed" in out, out
     assert rep["one_layer"][0]["err"] < 1e-4 and "torch" not in rep["one_layer"][0]["ms"]["fb"]
     assert rep["stacked"][0]["err"] < 1e-4 and rep["float64"][0]["err"] < 1e-8
+
+
+def test_bench_versions_imports_the_other_checkout_under_its_own_name(tmp_path, monkeypatch):
+    """bench_versions.py copies the other checkout's package under another name, its imports and module paths
+    rewritten, so both versions import side by side; a --source without nblstm/ is refused, naming the option."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    try:
+        import bench_versions
+    finally:
+        sys.path.remove(os.path.join(REPO, "benchmarks"))
+    pkg = tmp_path / "co" / "nblstm"
+    (pkg / "kernels").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from nblstm.kernels import cpu\nTARGET = 'nblstm.kernels.cpu'\n")
+    (pkg / "kernels" / "__init__.py").write_text("")
+    (pkg / "kernels" / "cpu.py").write_text("import nblstm.kernels\nVALUE = 7\n")
+    monkeypatch.setattr(bench_versions.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    other = bench_versions.import_other(str(tmp_path / "co"))
+    try:
+        assert other.__name__.startswith("nblstm_other_") and other.cpu.VALUE == 7
+        assert other.TARGET == other.__name__ + ".kernels.cpu" and other.cpu.__name__ == other.TARGET
+    finally:
+        sys.path.remove(str(tmp_path / "tmp" / "nblstm-bench-versions"))
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "bench_versions.py"), "--source",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 2 and "--source: expected a checkout with nblstm/__init__.py" in proc.stderr

@@ -23,18 +23,9 @@ import tempfile
 import time
 
 import numpy as np
+from _common import shape_arg
 
 MODES = ("infer", "fwd", "fb")
-
-
-def shape_arg(text):
-    try:
-        T, B, I, H = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected T,B,I,H (four positive integers), got {text!r}")
-    if min(T, B, I, H) < 1:
-        raise argparse.ArgumentTypeError(f"expected T,B,I,H (four positive integers), got {text!r}")
-    return T, B, I, H
 
 
 def _parse(argv):

@@ -137,12 +137,12 @@ def copy_steps(out, a, out_col=0, a_col=0, n=None, reverse=False, accumulate=Fal
     reversed from its own end (lengths (B,) int64 on the device; None: every sequence runs T steps). A
     reverse-direction layer's time reversal, and the concatenation and split of the two directions' features."""
     n = a.shape[2] - a_col if n is None else n
+    device = "cuda" if is_device_array(out) else "cpu"
     if lengths is None:
-        lengths = to_device("cuda" if is_device_array(out) else "cpu", np.full(a.shape[1], a.shape[0], np.int64))
-    if not is_device_array(out):                # the CPU kernel reads C-contiguous arrays flat
+        lengths = to_device(device, np.full(a.shape[1], a.shape[0], np.int64))
+    if device == "cpu":                         # the CPU kernel reads C-contiguous arrays flat
         a = np.ascontiguousarray(a)
-    kernels("cuda" if is_device_array(out) else "cpu").copy_steps(out, a, out_col, a_col, n, lengths,
-                                                                   int(bool(reverse)), int(bool(accumulate)))
+    kernels(device).copy_steps(out, a, out_col, a_col, n, lengths, int(bool(reverse)), int(bool(accumulate)))
 
 
 def multiply(a, m):

@@ -158,10 +158,11 @@ def peephole_grads(dwp, dG, C, c0):
 # (_forward_rows given w_in = w_ih^T packed once: x_t's rows @ w_in, plus b; each element the same chain as in the
 # product over all steps, so the same bits) instead of one product over all steps before the loop: a step's gates are
 # in cache when the pointwise step reads them, and without a tape (C shorter than T) the loop keeps G's first step
-# only, never writing T B 4H gates to memory. Inference forward, HEAD / this in one process, alternating: (100,64,256,
-# 256) 1.02-1.05, (50,64,512,512) 1.03, (100,64,128,128) 1.02-1.04, (100,128,64,64) 1.02-1.10, (100,32,128,128)
-# 0.98-1.04; f+b within 1 %. With fewer rows a chunk the small products lost: 1 row (100,2,64,64) 0.74, 4
-# (100,4,128,128) 0.84, 8 (100,16,256,64) 0.89 (measured).
+# only, never writing T B 4H gates to memory. Inference forward against the product of all steps (2f7abb7), calls
+# alternating in one process (benchmarks/bench_versions.py): (100,64,256,256) 1.02-1.05, (50,64,512,512) 1.03,
+# (100,64,128,128) 1.02-1.04, (100,128,64,64) 1.02-1.10, (100,32,128,128) 0.98-1.04; f+b within 1 %. With fewer rows
+# a chunk (FUSED_MIN_ROWS = 1) the small products lost: 1 row (100,2,64,64) 0.74, 4 (100,4,128,128) 0.84, 8
+# (100,16,256,64) 0.89 (measured).
 # A layer whose rows are not split (n = 1: B = 1, or less work a step) but which has numba threads to spare runs in
 # time chunks instead (_overlap_chunks): the loop over chunk c on one thread, beside it on another the input products
 # of chunk c+1 (forward; the loop needs them next) or the weight gradients of chunk c+1 (backward; the loop has just
@@ -232,9 +233,17 @@ def _input_rows(G2, x2, w_ih, b, r0, r1):
     """Rows r0:r1 of G2 (T*B, 4H) = x2 (T*B, I) @ w_ih^T + b."""
     N, I = G2.shape[1], x2.shape[1]
     _gemm.gemm(False, True, r1 - r0, N, I, x2, r0 * I, I, w_ih, 0, I, 0.0, G2, r0 * N, N)
-    for r in range(r0, r1):
+    _add_bias(_flat(G2), b, r0, r1)
+
+
+@_jit
+def _add_bias(g, b, r0, r1):
+    """Rows r0:r1 of g (flat, rows of b.size elements) += b: the input products' bias (_input_rows, and _forward_rows
+    step by step)."""
+    N = np.uint64(b.size)
+    for r in range(np.uint64(r0), np.uint64(r1)):
         for k in range(N):
-            G2[r, k] += b[k]
+            g[r * N + k] += b[k]
 
 
 @_jit
@@ -259,10 +268,7 @@ def _forward_rows(b0, b1, t0, t1, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, 
         tg = t % nG                             # G's step
         if fused:                               # this step's input product of these rows, plus the bias
             _gemm.gemm_packed(b1 - b0, H4, I, x, (t * B + b0) * I, I, 1, w_in, 0, G, (tg * B + b0) * H4, H4)
-            for r in range(b0, b1):
-                o = np.uint64((tg * B + r) * H4)
-                for k in range(np.uint64(H4)):
-                    Gf[o + k] += b[k]
+            _add_bias(Gf, b, tg * B + b0, tg * B + b1)
         # recurrent product h_{t-1} @ w_hh^T of these rows
         if b1 - b0 == 1:
             _gemm.gemm_row(H4, P, hf, b0 * P, w_rec, hwf, b0 * H4)
@@ -342,19 +348,21 @@ def _lstm_forward_chunks(n, K, y, h_n, c_n, G, C, TC, M, hw, x, h0, c0, w_ih, w_
                              wp, w_hr, lengths, act, G2, x2, w_ih, b)
         _forward_rows(0, B, (K - 1) * T // K, T, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, lengths, act, x2,
                       w_rec[:0], b)
-    else:                                       # the input product of all steps, then the loop
-        if prev > 0 and n > 1 and B // n >= FUSED_MIN_ROWS:    # each thread its rows' input products, step by step
-            _forward_split(n, y, h_n, C, TC, M, G if C.shape[0] == T else G[:1], hw, c0, w_rec, wp, w_hr, lengths,
-                           act, x2, _gemm.packed(w_ih, True), b)
-        elif prev > 0 and n > 1:
-            _input_split(m, G2, x2, w_ih, b, 0, T * B)
-            _forward_split(n, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, lengths, act, x2, w_rec[:0], b)
+    else:                                       # the input product of all steps, then the loop; or (chunks of
+        fused = prev > 0 and n > 1 and B // n >= FUSED_MIN_ROWS    # FUSED_MIN_ROWS rows or more) them step by step
+        if fused:
+            w_in = _gemm.packed(w_ih, True)
         else:
+            w_in = w_rec[:0]
             if prev > 0:
                 _input_split(m, G2, x2, w_ih, b, 0, T * B)
             else:
                 _input_rows(G2, x2, w_ih, b, 0, T * B)
-            _forward_rows(0, B, 0, T, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, lengths, act, x2, w_rec[:0], b)
+        if prev > 0 and n > 1:                  # no tape (C shorter than T) and step by step: one step of G
+            _forward_split(n, y, h_n, C, TC, M, G[:1] if fused and C.shape[0] < T else G, hw, c0, w_rec, wp, w_hr,
+                           lengths, act, x2, w_in, b)
+        else:
+            _forward_rows(0, B, 0, T, y, h_n, C, TC, M, G, hw, c0, w_rec, wp, w_hr, lengths, act, x2, w_in, b)
     if prev > 0:
         _blas.blas_threads(prev)
     c_n[:] = C[(T - 1) % C.shape[0]]            # finished rows carried their state to the last step
@@ -590,8 +598,8 @@ def rnn_backward(dx, dh0, dw_ih, dw_hh, db, dA, dhw, dy, dh_n, x, h0, w_ih, w_hh
 
 refresh_cache_on_change([cell_forward, _cell_forward_row, _cell_backward_row, cell_backward, copy_running_rows,
                          peephole_grads, _parts, _split_count, _gemm_split_count, _overlap_chunks, _split_begin,
-                         _input_rows, _forward_rows, _forward_split, _input_split, _forward_overlap, lstm_forward,
-                         _lstm_forward_chunks, _backward_rows,
+                         _input_rows, _add_bias, _forward_rows, _forward_split, _input_split, _forward_overlap,
+                         lstm_forward, _lstm_forward_chunks, _backward_rows,
                          _weight_grads_part, _backward_split, _weight_grads_split, _backward_overlap, lstm_backward,
                          _lstm_backward_chunks, copy_steps, rnn_cell_forward,
                          rnn_cell_backward, rnn_forward, rnn_backward],

@@ -69,6 +69,20 @@ def test_time_chunked_gradients_match_finite_differences():
     assert max(errors.values()) < GRAD_TOL
 
 
+def test_step_by_step_input_products_gradients_match_finite_differences():
+    """A layer whose batch rows split into chunks of FUSED_MIN_ROWS rows or more computes its input products step by
+    step inside each chunk's loop (cpu.py): its gradients, peepholes included, against central differences."""
+    from nblstm.kernels import cpu
+    threads = numba.get_num_threads()
+    T, B, I, H = 3, max(2, threads) * cpu.FUSED_MIN_ROWS, 3, 16
+    assert cpu._split_count(B, H, H) == (1 if threads < 2 else threads)    # chunks of FUSED_MIN_ROWS rows
+    lstm = nblstm.LSTM(I, H, peephole=True, dtype=np.float64, seed=0, forget_bias=1.0)
+    x = testing.random_array((T, B, I), np.float64, 4)
+    errors = nblstm.gradcheck(lstm, x, seed=2, tol=GRAD_TOL)
+    assert {"x", "h0", "c0", "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "weight_ci_l0"} <= set(errors)
+    assert max(errors.values()) < GRAD_TOL
+
+
 class _WrongGradient(nblstm.LSTM):
     """An LSTM whose backward is off in one element of dL/dW_hh: gradcheck must say which tensor and where."""
 
